@@ -1,0 +1,47 @@
+"""The one exception family of gridmap: a message for people, a status for HTTP, a line for the CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GridmapError(Exception):
+    """Base error: `detail` is shown to the user as is; `status` maps it to HTTP."""
+
+    status: int = 400
+    title: str = "Bad request"
+
+    def __init__(self, detail: str, *, hint: str | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.hint = hint
+        self.extra = extra
+
+    def __str__(self) -> str:
+        return f"{self.detail} ({self.hint})" if self.hint else self.detail
+
+
+class InvalidInput(GridmapError):
+    status = 422
+    title = "Invalid input"
+
+
+class NotFound(GridmapError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(GridmapError):
+    status = 409
+    title = "Conflict"
+
+
+class SetupError(GridmapError):
+    """The environment cannot do the job (PostGIS missing, port busy, schema behind)."""
+
+    status = 503
+    title = "Service unavailable"
+
+
+class DatabaseUnavailable(SetupError):
+    title = "Database unavailable"

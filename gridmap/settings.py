@@ -1,0 +1,61 @@
+"""Settings from the environment (prefix GRIDMAP_), one small class per concern."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_home() -> Path:
+    """Keep state beside a source checkout; elsewhere in the user's data folder."""
+    if (PROJECT_ROOT / "pyproject.toml").exists():
+        return PROJECT_ROOT / ".gridmap"
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local/share")) / "gridmap"
+
+
+class DatabaseSettings(BaseSettings):
+    """Where the database is: an explicit URL, or gridmap's own PostGIS cluster."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDMAP_", extra="ignore")
+
+    database_url: str | None = None
+    home: Path = Field(default_factory=default_home)
+    pg_port: int | None = None  # fixed port for the own cluster; a free one is picked otherwise
+    pg_os_user: str = "postgres"  # the unprivileged account that runs the cluster under root
+    pg_shared_buffers: str = "512MB"
+    statement_timeout_ms: int = 30_000
+    pool_size: int = 10
+
+
+class ApiSettings(BaseSettings):
+    """How the API is served and what it refuses."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDMAP_", extra="ignore")
+
+    env: str = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    secret_key: str = "dev-only-secret-change-me"
+    max_body_bytes: int = 20 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _refuse_default_secret(self) -> ApiSettings:
+        if self.env != "development" and self.secret_key == "dev-only-secret-change-me":
+            raise ValueError("GRIDMAP_SECRET_KEY must be set outside development")
+        return self
+
+
+@lru_cache
+def db_settings() -> DatabaseSettings:
+    return DatabaseSettings()
+
+
+@lru_cache
+def api_settings() -> ApiSettings:
+    return ApiSettings()

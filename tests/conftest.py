@@ -1,0 +1,56 @@
+"""Fixtures: a real PostGIS (gridmap's own cluster unless GRIDMAP_DATABASE_URL is set), a fresh
+database migrated once per session, and a transaction per test rolled back at the end."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from gridmap import migrate
+from gridmap.pgcluster import Cluster, database_url
+
+
+def _admin_conninfo(url: str) -> dict:
+    u = make_url(url)
+    return dict(host=u.host, port=u.port, user=u.username, password=u.password, dbname="postgres")
+
+
+@pytest.fixture(scope="session")
+def database_url_for_tests() -> Iterator[str]:
+    if not os.environ.get("GRIDMAP_DATABASE_URL"):
+        Cluster().up()
+    name = f"gridmap_test_{os.getpid()}"
+    url = database_url(name)
+    with psycopg.connect(**_admin_conninfo(url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield url
+    with psycopg.connect(**_admin_conninfo(url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def engine(database_url_for_tests: str) -> Iterator[Engine]:
+    eng = create_engine(database_url_for_tests, pool_pre_ping=True)
+    migrate.upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def db(engine: Engine) -> Iterator[Session]:
+    """A session inside a transaction that is rolled back after the test."""
+    with engine.connect() as conn:
+        trans = conn.begin()
+        session = Session(bind=conn, join_transaction_mode="create_savepoint")
+        try:
+            yield session
+        finally:
+            session.close()
+            trans.rollback()
