@@ -41,7 +41,7 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
         yield session
 
 
-def check_connection(engine: Engine) -> dict[str, str]:
+def check_connection(engine: Engine, *, require_postgis: bool = True) -> dict[str, str]:
     """Return server versions, or raise one clear error when the database cannot be reached."""
     try:
         with engine.connect() as conn:
@@ -55,6 +55,6 @@ def check_connection(engine: Engine) -> dict[str, str]:
             f"database unreachable at {engine.url.render_as_string(hide_password=True)}: {reason}",
             hint="run `gridmap db up` or check GRIDMAP_DATABASE_URL",
         ) from None
-    if postgis is None:
+    if postgis is None and require_postgis:
         raise SetupError("the PostGIS extension is not installed in this database", hint="run `gridmap migrate`")
     return {"postgresql": str(pg), "postgis": str(postgis)}

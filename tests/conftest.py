@@ -54,3 +54,39 @@ def db(engine: Engine) -> Iterator[Session]:
         finally:
             session.close()
             trans.rollback()
+
+
+def make_database(base_url: str, name: str) -> str:
+    """Create (or recreate) an empty database beside the test one and return its URL."""
+    url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(**_admin_conninfo(url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url
+
+
+def drop_database(url: str) -> None:
+    name = make_url(url).database
+    with psycopg.connect(**_admin_conninfo(url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+DEMO_UNTIL = "2026-11-01"
+
+
+@pytest.fixture(scope="session")
+def demo_engine(database_url_for_tests: str) -> Iterator[Engine]:
+    """A separate database holding the `small` demo city (seed 7), loaded once per session."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from gridmap.demo.load import load_demo
+
+    url = make_database(database_url_for_tests, f"gridmap_test_{os.getpid()}_demo")
+    eng = create_engine(url)
+    migrate.upgrade(eng)
+    until = dt.datetime.fromisoformat(DEMO_UNTIL).replace(tzinfo=ZoneInfo("Asia/Shanghai"))
+    load_demo(eng, seed=7, scale="small", until=until, progress=False)
+    yield eng
+    eng.dispose()
+    drop_database(url)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from gridmap.demo.city import U, City
+from gridmap.demo.city import City, U
 from gridmap.workcal import WorkCalendar
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -153,9 +153,10 @@ def incidents(rng: np.random.Generator, city: City, categories: pd.DataFrame, st
         dispatched_at = deadline = resolved_at = closed_at = registered_at = None
         assignee = None
 
-        def step(action: str, to: str, actor: int | None, when: dt.datetime, note: str, data: dict | None = None) -> None:
+        def step(action: str, to: str, actor: int | None, when: dt.datetime, note: str, data: dict | None = None,
+                 log: list[tuple] = ev) -> None:
             nonlocal status
-            ev.append((action, status, to, actor, when, note, data))
+            log.append((action, status, to, actor, when, note, data))
             status = to
 
         dispatcher = None

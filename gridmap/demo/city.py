@@ -442,7 +442,7 @@ def build_hierarchy(rng: np.random.Generator, city: City) -> None:
     d_urban = np.array([s_urban[s_district == k].mean() for k in range(n_dist)])
 
     # codes (GB/T 2260 style; prefecture 3499 does not exist, so no code collides with a real one)
-    d_code, d_name, d_name_en = [], [], []
+    d_code = []
     urban_no, county_no = 1, 21
     order = np.argsort(-d_urban)
     for rank, k in enumerate(order):

@@ -1,0 +1,88 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import problems
+from api.routers import grids, health
+from gridmap import __version__
+from gridmap.db import make_engine
+from gridmap.settings import api_settings
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit with 413, whether or not Content-Length is sent."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._reject(scope, send)
+
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        import json
+
+        body = json.dumps({"type": "about:blank", "title": "Content too large", "status": 413,
+                           "detail": f"Request body is larger than the limit of {self.max_bytes:,} bytes",
+                           "instance": scope.get("path")}).encode()  # fmt: skip
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
+    """Build the app; the engine is created in the lifespan unless one is handed in (tests)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = engine is None
+        app.state.engine = engine or make_engine()
+        yield
+        if own:
+            app.state.engine.dispose()
+
+    app = FastAPI(
+        title="gridmap API",
+        version=__version__,
+        description="City grid management (网格化管理): grids, cases, dispatch, maps. Errors are RFC 9457 problem+json.",
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(grids.router)
+    app.add_middleware(BodyLimit, max_bytes=api_settings().max_body_bytes)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> dict:
+        return {"name": "gridmap", "docs": "/docs", "health": "/healthz", "grids": "/v1/grids", "categories": "/v1/categories"}
+
+    return app

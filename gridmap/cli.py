@@ -1,0 +1,231 @@
+"""The `gridmap` command: database, migrations, demo city, import/export, API server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import DBAPIError
+
+from gridmap.errors import GridmapError
+
+app = typer.Typer(help="gridmap: city grid management on PostGIS (网格化管理平台)", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)  # fmt: skip
+db_app = typer.Typer(help="The project's own PostGIS cluster (数据库)", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+class ScaleName(StrEnum):
+    small = "small"
+    medium = "medium"
+    city = "city"
+
+
+def _engine():  # type: ignore[no-untyped-def]
+    from gridmap.db import check_connection, get_engine
+
+    engine = get_engine()
+    check_connection(engine)
+    return engine
+
+
+def _ready_engine():  # type: ignore[no-untyped-def]
+    from gridmap.migrate import require_current
+
+    engine = _engine()
+    require_current(engine)
+    return engine
+
+
+@db_app.command("up")
+def db_up() -> None:
+    """Create (first time) and start the local PostGIS cluster."""
+    from gridmap.pgcluster import Cluster
+    from gridmap.settings import db_settings
+
+    if db_settings().database_url:
+        _engine()
+        console.print("GRIDMAP_DATABASE_URL is set: using that server; nothing to start.")
+        return
+    state = Cluster().up()
+    console.print(f"[green]PostGIS is running[/] on 127.0.0.1:{state.port} (data in {state.data_dir})")
+
+
+@db_app.command("down")
+def db_down() -> None:
+    """Stop the local cluster."""
+    from gridmap.pgcluster import Cluster
+
+    console.print("stopped" if Cluster().down() else "not running")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Say whether the database is reachable, and its versions."""
+    from gridmap.db import check_connection, get_engine
+    from gridmap.migrate import current_revision, head_revision
+    from gridmap.pgcluster import Cluster
+    from gridmap.settings import db_settings
+
+    if not db_settings().database_url:
+        cluster = Cluster()
+        state = cluster.state()
+        if state is None:
+            console.print("no local cluster yet: run `gridmap db up`")
+            raise typer.Exit(1)
+        if not cluster.is_running(state):
+            console.print(f"local cluster on port {state.port} is stopped: run `gridmap db up`")
+            raise typer.Exit(1)
+    engine = get_engine()
+    versions = check_connection(engine, require_postgis=False)
+    rev = current_revision(engine)
+    postgis = versions["postgis"] if versions["postgis"] != "None" else "not installed yet"
+    console.print(
+        f"[green]up[/] {engine.url.render_as_string(hide_password=True)} · PostgreSQL {versions['postgresql']}"
+        f" · PostGIS {postgis} · schema {rev or 'empty'} (code expects {head_revision()})"
+    )
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the database URL (with password) for other tools."""
+    from gridmap.pgcluster import database_url
+
+    print(database_url())
+
+
+@db_app.command("destroy")
+def db_destroy(yes: Annotated[bool, typer.Option("--yes", help="really delete all data")] = False) -> None:
+    """Stop the local cluster and delete its data folder."""
+    from gridmap.pgcluster import Cluster
+
+    if not yes:
+        raise GridmapError("this deletes every row in the local cluster", hint="pass --yes to confirm")
+    Cluster().destroy()
+    console.print("local cluster deleted")
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Option(help="target revision")] = "head",
+    down: Annotated[bool, typer.Option("--down", help="downgrade to REVISION instead")] = False,
+) -> None:
+    """Bring the database schema to the code's revision (Alembic)."""
+    from gridmap import migrate as m
+    from gridmap.db import check_connection, get_engine
+
+    engine = get_engine()
+    check_connection(engine, require_postgis=False)  # the first migration installs PostGIS
+    if down:
+        m.downgrade(engine, "base" if revision == "head" else revision)
+    else:
+        m.upgrade(engine, revision)
+    console.print(f"schema at {m.current_revision(engine) or 'base'}")
+
+
+@app.command()
+def demo(
+    seed: Annotated[int, typer.Option(help="random seed: the same seed builds the same city")] = 42,
+    scale: Annotated[ScaleName, typer.Option(help="small: one street · medium: a district · city: a prefecture city")] = ScaleName.small,
+    until: Annotated[str | None, typer.Option(help="last day of the simulated history, YYYY-MM-DD (default: today)")] = None,
+    force: Annotated[bool, typer.Option(help="replace data that is not a demo")] = False,
+) -> None:
+    """Generate a synthetic demo city and load it (replaces the current demo)."""
+    from zoneinfo import ZoneInfo
+
+    from gridmap.demo.load import load_demo
+
+    end = None
+    if until:
+        try:
+            end = dt.datetime.combine(dt.date.fromisoformat(until), dt.time(), ZoneInfo("Asia/Shanghai")) + dt.timedelta(days=1)
+        except ValueError:
+            raise GridmapError(f"invalid --until {until!r}: expected a date like 2026-11-23") from None
+    result = load_demo(_ready_engine(), seed=seed, scale=scale.value, until=end, force=force)
+    table = Table(title=f"demo city · scale {result.scale} · seed {result.seed} · {result.seconds:.1f} s")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, count in result.counts.items():
+        table.add_row(name, f"{count:,}")
+    console.print(table)
+
+
+@app.command()
+def export(
+    layer: Annotated[str, typer.Argument(help="admin-areas | grids | buildings")],
+    out: Annotated[str, typer.Argument(help="output file: .geojson, .gpkg, .shp or .zip")],
+    crs: Annotated[str, typer.Option(help="output CRS")] = "EPSG:4326",
+    at: Annotated[str | None, typer.Option(help="grids in force at this ISO time (default: now)")] = None,
+) -> None:
+    """Write a layer out as GeoJSON, GeoPackage or (zipped) Shapefile."""
+    from gridmap import cli_io
+
+    cli_io.export_command(layer, out, crs, at)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (GRIDMAP_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (GRIDMAP_PORT)")] = None,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    reload: Annotated[bool, typer.Option(help="reload on code change (development)")] = False,
+) -> None:
+    """Serve the API (OpenAPI docs at /docs)."""
+    import socket
+
+    import uvicorn
+
+    from gridmap.settings import api_settings
+
+    settings = api_settings()
+    host, port = host or settings.host, port or settings.port
+    _ready_engine()
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise GridmapError(f"port {port} on {host} is busy", hint="stop what uses it or pass --port") from None
+    console.print(f"gridmap API on http://{host}:{port}  (docs: http://{host}:{port}/docs)")
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, reload=reload,
+                log_level="warning", access_log=False)  # fmt: skip
+
+
+def _register_io() -> None:
+    try:
+        from gridmap.cli_io import import_app
+    except ImportError:  # pragma: no cover - only while the module is being written
+        return
+    app.add_typer(import_app, name="import")
+
+
+_register_io()
+
+
+def main() -> None:
+    """Entry point: one clear line and a non-zero exit for anything that goes wrong.
+
+    Usage errors are handled by typer itself (standalone mode: message and exit code 2).
+    """
+    try:
+        app()
+    except GridmapError as exc:
+        err.print(f"[red]error:[/] {exc.detail}" + (f" — {exc.hint}" if exc.hint else ""), highlight=False)
+        sys.exit(1)
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        err.print(f"[red]error:[/] database: {reason}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

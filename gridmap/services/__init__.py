@@ -1,0 +1,1 @@
+"""Business services: framework-free functions shared by the API, the CLI and notebooks."""
