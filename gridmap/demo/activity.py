@@ -367,30 +367,36 @@ def cameras_and_services(rng: np.random.Generator, city: City, to_lonlat) -> tup
     rows = []
     comm_of_grid = g["community"]
     bgrid = b["grid"]
-    for c, cname in enumerate(city.communities["name"]):
-        in_c = np.flatnonzero(comm_of_grid[bgrid] == c)
+    street_of_grid = city.communities["street"][comm_of_grid]
+
+    def members(keys: np.ndarray, n: int) -> list[np.ndarray]:
+        """Building indices per key 0..n-1, in one sort instead of a scan per key."""
+        order = np.argsort(keys, kind="stable")
+        bounds = np.searchsorted(keys[order], np.arange(n + 1))
+        return [order[bounds[k] : bounds[k + 1]] for k in range(n)]
+
+    for c, in_c in enumerate(members(comm_of_grid[bgrid], len(city.communities["name"]))):
         if len(in_c) == 0:
             continue
+        cname = city.communities["name"][c]
         pick = in_c[rng.integers(len(in_c), size=2)]
         rows.append(("party_service_center", f"{cname}党群服务中心", pick[0]))
         if rng.random() < 0.5:
             rows.append(("elderly_care", f"{cname}养老服务站", pick[1]))
-    for k, gname in enumerate(g["name"]):
-        in_g = np.flatnonzero(bgrid == k)
+    for k, in_g in enumerate(members(bgrid, len(g["name"]))):
         if len(in_g) and g["kind"][k] == "general" and rng.random() < 0.6:
-            rows.append(("grid_station", f"{gname}工作站", in_g[rng.integers(len(in_g))]))
-    street_of_grid = city.communities["street"][comm_of_grid]
-    for s, sname in enumerate(city.streets["name"]):
-        in_s = np.flatnonzero(street_of_grid[bgrid] == s)
+            rows.append(("grid_station", f"{g['name'][k]}工作站", in_g[rng.integers(len(in_g))]))
+    for st, in_s in enumerate(members(street_of_grid[bgrid], len(city.streets["name"]))):
         if len(in_s):
+            sname = city.streets["name"][st]
             pick = in_s[rng.integers(len(in_s), size=2)]
             rows.append(("police_station", f"{sname}派出所", pick[0]))
             rows.append(("clinic", f"{sname}社区卫生服务中心", pick[1]))
     parks = np.flatnonzero(city.cell_use == U["park"])
+    by_cell = members(b["cell"], len(city.cell_use))
     for p_cell in parks[: max(1, len(parks) // 3)]:
-        in_p = np.flatnonzero(b["cell"] == p_cell)
-        if len(in_p):
-            rows.append(("emergency_shelter", f"{city.grids['name'][cell_grid[p_cell]]}应急避难场所", in_p[0]))
+        if len(by_cell[p_cell]):
+            rows.append(("emergency_shelter", f"{city.grids['name'][cell_grid[p_cell]]}应急避难场所", by_cell[p_cell][0]))
     pts = b_xy[[r[2] for r in rows]] if rows else np.empty((0, 2))
     lon, lat = to_lonlat(pts[:, 0], pts[:, 1])
     svc = pd.DataFrame({
