@@ -158,19 +158,6 @@ def demo(
 
 
 @app.command()
-def export(
-    layer: Annotated[str, typer.Argument(help="admin-areas | grids | buildings")],
-    out: Annotated[str, typer.Argument(help="output file: .geojson, .gpkg, .shp or .zip")],
-    crs: Annotated[str, typer.Option(help="output CRS")] = "EPSG:4326",
-    at: Annotated[str | None, typer.Option(help="grids in force at this ISO time (default: now)")] = None,
-) -> None:
-    """Write a layer out as GeoJSON, GeoPackage or (zipped) Shapefile."""
-    from gridmap import cli_io
-
-    cli_io.export_command(layer, out, crs, at)
-
-
-@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="bind address (GRIDMAP_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="port (GRIDMAP_PORT)")] = None,
@@ -199,11 +186,10 @@ def serve(
 
 
 def _register_io() -> None:
-    try:
-        from gridmap.cli_io import import_app
-    except ImportError:  # pragma: no cover - only while the module is being written
-        return
+    from gridmap.cli_io import export_command, import_app
+
     app.add_typer(import_app, name="import")
+    app.command("export")(export_command)
 
 
 _register_io()
