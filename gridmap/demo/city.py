@@ -414,6 +414,25 @@ def build_roads(rng: np.random.Generator, city: City) -> dict[str, np.ndarray]:
     return {"geom": np.array(geoms), "kind": np.array(kinds), "name": np.array(names_), "width": np.array(widths)}
 
 
+def _name_children(rng: np.random.Generator, used: set[str], parent_codes: np.ndarray, parent: np.ndarray,
+                   rural: np.ndarray, rural_base: int, urban_suffix: tuple[str, str],
+                   rural_suffix: tuple[str, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Codes and names of streets (or communities): 3-digit serials within the parent, urban
+    ones from 001 and rural ones from `rural_base` (GB/T 10114: 镇 from 100, 村 from 200)."""
+    codes, zh_names, en_names = [], [], []
+    taken: dict[tuple[int, bool], int] = {}
+    for k in range(len(parent)):
+        p, r = int(parent[k]), bool(rural[k])
+        taken[(p, r)] = taken.get((p, r), 0) + 1
+        serial = (rural_base if r else 0) + taken[(p, r)]
+        zh, en = names.place_name(rng, used)
+        suffix = rural_suffix if r else urban_suffix
+        codes.append(f"{parent_codes[p]}{serial:03d}")
+        zh_names.append(zh + suffix[0])
+        en_names.append(en + suffix[1])
+    return np.array(codes), np.array(zh_names), np.array(en_names)
+
+
 def build_hierarchy(rng: np.random.Generator, city: City) -> None:
     scale = city.scale
     kinds = np.where(np.isin(city.cell_use, list(DEDICATED)), city.cell_use, -1)
@@ -464,34 +483,14 @@ def build_hierarchy(rng: np.random.Generator, city: City) -> None:
         "name_en": np.array([e for _, _, _, e in d_code]), "geom": d_poly,
     }  # fmt: skip
     used: set[str] = set()
-    s_code, s_name, s_en = [], [], []
-    per_d: dict[int, list[int]] = {}
-    for s in range(n_street):
-        k = int(s_district[s])
-        town = s_urban[s] < 0.4
-        base = 100 if town else 1
-        serial = base + len([x for x in per_d.setdefault(k, []) if (x >= 100) == town])
-        per_d[k].append(serial)
-        zh, en = names.place_name(rng, used)
-        s_code.append(f"{city.districts['code'][k]}{serial:03d}")
-        s_name.append(zh + ("镇" if town else "街道"))
-        s_en.append(en + (" Town" if town else " Subdistrict"))
-    city.streets = {"code": np.array(s_code), "name": np.array(s_name), "name_en": np.array(s_en),
-                    "geom": s_poly, "district": s_district}  # fmt: skip
-    c_code, c_name, c_en = [], [], []
-    per_s: dict[int, list[int]] = {}
-    for c in range(n_comm):
-        s = int(c_street[c])
-        village = c_urban[c] < 0.3
-        base = 200 if village else 1
-        serial = base + len([x for x in per_s.setdefault(s, []) if (x >= 200) == village])
-        per_s[s].append(serial)
-        zh, en = names.place_name(rng, used)
-        c_code.append(f"{s_code[s]}{serial:03d}")
-        c_name.append(zh + ("村" if village else "社区"))
-        c_en.append(en + (" Village" if village else " Community"))
-    city.communities = {"code": np.array(c_code), "name": np.array(c_name), "name_en": np.array(c_en),
-                        "geom": c_poly, "street": c_street}  # fmt: skip
+    s_code, s_name, s_en = _name_children(
+        rng, used, city.districts["code"], s_district, s_urban < 0.4, 100, ("街道", " Subdistrict"), ("镇", " Town")
+    )
+    city.streets = {"code": s_code, "name": s_name, "name_en": s_en, "geom": s_poly, "district": s_district}
+    c_code, c_name, c_en = _name_children(
+        rng, used, s_code, c_street, c_urban < 0.3, 200, ("社区", " Community"), ("村", " Village")
+    )
+    city.communities = {"code": c_code, "name": c_name, "name_en": c_en, "geom": c_poly, "street": c_street}
     gcode, gname = [], []
     kind_zh = {"school": "学校", "hospital": "医院", "industrial_park": "产业园"}
     serial_in: dict[int, int] = {}
