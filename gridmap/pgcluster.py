@@ -304,7 +304,12 @@ class Cluster:
         state = self.state()
         self.down()
         if state:
-            shutil.rmtree(state.data_dir, ignore_errors=True)
+            data = Path(state.data_dir)
+            # a fallback location outside the project goes entirely; inside it, data and socket dirs
+            outside = data.parent.name.startswith("gridmap-") and data.parent != self.base
+            shutil.rmtree(data.parent if outside else data, ignore_errors=True)
+            if Path(state.socket_dir).name.startswith("gridmap-"):
+                shutil.rmtree(state.socket_dir, ignore_errors=True)
         self.state_file.unlink(missing_ok=True)
 
 
