@@ -126,15 +126,13 @@ def incidents(rng: np.random.Generator, city: City, categories: pd.DataFrame, st
             workers.setdefault(code, []).append(int(sid))
         elif role == "grid_leader":
             workers.setdefault("L" + code, []).append(int(sid))
-        elif role == "street_admin":
-            workers.setdefault("S" + code, []).append(int(sid))
-        elif role == "district_admin":
-            workers.setdefault("D" + code, []).append(int(sid))
+        elif role == "dispatcher":
+            workers.setdefault("P" + code, []).append(int(sid))
     grid_code = city.grids["code"]
     rows, events = [], []
     order = np.lexsort((second, minute, hour, day_off))
     seq_per_day: dict[dt.date, int] = {}
-    u = rng.random((n, 12))
+    u = rng.random((n, 13))
     for new_id, k in enumerate(order, start=1):
         day = start_day + dt.timedelta(days=int(day_off[k]))
         t0 = dt.datetime(day.year, day.month, day.day, int(hour[k]), int(minute[k]), int(second[k]), tzinfo=TZ)
@@ -159,7 +157,8 @@ def incidents(rng: np.random.Generator, city: City, categories: pd.DataFrame, st
             log.append((action, status, to, actor, when, note, data))
             status = to
 
-        dispatcher = None
+        desk = workers.get("P" + gcode[:6], [None])
+        dispatcher = desk[int(u[k, 12] * len(desk))]  # the district's dispatch desk handles the case
         t = t0 + dt.timedelta(minutes=(2 + 8 * u[k, 2]) if src[k] == "patrol" else (10 + 80 * u[k, 2]))
         if src[k] != "patrol" and u[k, 3] < 0.04:
             step("reject", "rejected", dispatcher, t, "不予立案：重复上报 rejected: duplicate report")
@@ -338,7 +337,6 @@ def patrols(rng: np.random.Generator, city: City, staff_df: pd.DataFrame, scope_
 
 def cameras_and_services(rng: np.random.Generator, city: City, to_lonlat) -> tuple[pd.DataFrame, pd.DataFrame]:
     g = city.grids
-    n_side = city.node_xy.shape[0]
     cell_xy = shapely.get_coordinates(shapely.centroid(city.cell_poly))
     cell_grid = np.repeat(np.arange(len(g["code"])), g["end"] - g["start"])
     # cameras at block corners (intersections), pulled 10 m into the block so each lies in one grid
@@ -406,5 +404,4 @@ def cameras_and_services(rng: np.random.Generator, city: City, to_lonlat) -> tup
         "grid_code": [str(g["code"][bgrid[r[2]]]) for r in rows],
         "geom": [f"SRID=4326;POINT({x:.7f} {y:.7f})" for x, y in zip(lon, lat, strict=True)],
     })  # fmt: skip
-    del n_side
     return cams, svc

@@ -110,11 +110,10 @@ def generate_frames(seed: int, scale_name: str, until: dt.datetime, categories: 
     buildings = pd.DataFrame({
         "id": bldg_ids,
         "code": np.char.add(np.char.add(bgrid_code.astype(str), "-"), np.char.zfill((rank + 1).astype(str), 4)),
-        "address": np.char.add(np.char.add(comm_name.astype(str), g["name"][b["grid"]].astype(str).astype("U64")), ""),
         "use": b["use"], "floors": b["floors"], "households": b["households"], "grid_code": bgrid_code,
         "geom": _ewkb(_multi(_to_4326(b["geom"], epsg))),
     })  # fmt: skip
-    buildings["address"] = [f"{a}{r + 1}{sx}" for a, r, sx in zip(comm_name, rank, suffix, strict=True)]
+    buildings.insert(2, "address", [f"{a}{r + 1}{sx}" for a, r, sx in zip(comm_name, rank, suffix, strict=True)])
     today = until.astimezone(TZ).date()
     hh = people.households(rng, city, bldg_ids)
     district_of_grid = d["code"][s["district"][c["street"][g["community"]]]]

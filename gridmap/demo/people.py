@@ -48,7 +48,7 @@ def households(rng: np.random.Generator, city: City, bldg_ids: np.ndarray) -> pd
     room = k // floors + 1
     unit_no = np.where(
         village,
-        np.char.add(np.char.add("户", (k + 1).astype(str)), ""),
+        np.char.add("户", (k + 1).astype(str)),
         np.char.add(np.char.add(floor.astype(str), np.char.zfill(room.astype(str), 2)), "室"),
     )
     size = rng.choice(np.arange(1, 6), size=len(bidx), p=HH_SIZE_P)
