@@ -437,6 +437,19 @@ class AuditLog(Base):
     __table_args__ = (Index("ix_audit_log_at", "at"), Index("ix_audit_log_actor_at", "actor_id", "at"))
 
 
+class IdempotencyKey(Base):
+    """The answer given to a POST with an Idempotency-Key, per caller."""
+
+    __tablename__ = "idempotency_key"
+    caller: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    response: Mapped[Any | None] = mapped_column(JSONB)
+    created_at: Mapped[dt.datetime] = now_col()
+    __table_args__ = (Index("ix_idempotency_key_created_at", "created_at"),)
+
+
 class DemoInfo(Base):
     """What the demo generator loaded (scale, seed, counts), so commands can report it."""
 
