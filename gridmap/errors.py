@@ -45,3 +45,20 @@ class SetupError(GridmapError):
 
 class DatabaseUnavailable(SetupError):
     title = "Database unavailable"
+
+
+class PreconditionFailed(GridmapError):
+    """The resource changed since the client read it (stale If-Match)."""
+
+    status = 412
+    title = "Precondition failed"
+
+
+class PreconditionRequired(GridmapError):
+    status = 428
+    title = "Precondition required"
+
+
+class PayloadTooLarge(GridmapError):
+    status = 413
+    title = "Content too large"
