@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
-from api.routers import grids, health
+from api.routers import grids, health, locate
 from gridmap import __version__
 from gridmap.db import make_engine
 from gridmap.settings import api_settings
@@ -64,9 +64,13 @@ def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from gridmap.services.locate import GridIndexHolder
+
         own = engine is None
         app.state.engine = engine or make_engine()
+        app.state.grid_index = GridIndexHolder(app.state.engine)
         yield
+        app.state.grid_index.close()
         if own:
             app.state.engine.dispose()
 
@@ -79,6 +83,7 @@ def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
     problems.install(app)
     app.include_router(health.router)
     app.include_router(grids.router)
+    app.include_router(locate.router)
     app.add_middleware(BodyLimit, max_bytes=api_settings().max_body_bytes)
 
     @app.get("/", include_in_schema=False)

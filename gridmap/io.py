@@ -41,7 +41,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from gridmap import vocab
-from gridmap.crs import STORAGE_SRID
+from gridmap.crs import SHIFTED_CRS, STORAGE_SRID, from_wgs84, outside_china, shifted_crs, to_wgs84
 from gridmap.errors import InvalidInput
 
 LayerName = Literal["admin-areas", "grids", "buildings"]
@@ -73,10 +73,10 @@ FORMATS_HINT = (
 # import recognises them by default, so a Shapefile round trip needs no --map.
 SHAPEFILE_NAMES = {"parent_code": "parentcode", "community_code": "comm_code"}
 
-# Chinese phone maps use GCJ-02 / BD-09, which are not CRSs pyproj knows (they are obfuscated
-# offsets of WGS84). Their conversion will live in gridmap.crs; until then they are refused with
-# a clear message in `_to_storage` and `_from_storage`, the only two places that need changing.
-SHIFTED_SYSTEMS = {"gcj02": "GCJ-02", "gcj-02": "GCJ-02", "bd09": "BD-09", "bd-09": "BD-09"}
+# Chinese phone maps use GCJ-02 / BD-09 (`--crs GCJ02`, `--crs BD09`), which are not CRSs pyproj
+# knows: they are offsets of WGS84 lon/lat that gridmap.crs converts. No file can declare them, so
+# `_parse_crs` gives EPSG:4326 for them (the frame their lon/lat are written in) and
+# `_to_storage` / `_from_storage` apply the offsets to the coordinates.
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,6 +210,7 @@ def _read_layer(
     path = Path(path)
     notes: list[str] = []
     given = _parse_crs(crs) if crs else None
+    shifted = shifted_crs(crs) if crs else None
     if force_crs and crs is None:
         raise InvalidInput(
             "--force-crs needs --crs to say which coordinate reference system to use"
@@ -249,6 +250,7 @@ def _read_layer(
         raise InvalidInput(f"{path} could not be read: {_gdal_reason(exc, path)}") from None
     if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame.columns:
         raise InvalidInput(f"{path} has no geometry column")
+    declared = frame.crs is not None
     if frame.crs is None:
         if given is None:
             raise InvalidInput(
@@ -258,15 +260,24 @@ def _read_layer(
     elif given is not None:
         if force_crs:
             notes.append(
-                f"the file declares {_crs_name(frame.crs)}; --force-crs replaced it with {_crs_name(given)}"
+                f"the file declares {_crs_name(frame.crs)}; --force-crs replaced it with "
+                f"{SHIFTED_CRS[shifted] if shifted else _crs_name(given)}"
             )
             frame = frame.set_crs(given, allow_override=True)
+        elif shifted:
+            # A GeoJSON is always "EPSG:4326" to GDAL: ignoring --crs GCJ02 with a note would
+            # load every vertex hundreds of metres off.
+            raise InvalidInput(
+                f"Invalid value for --crs: {path} declares {_crs_name(frame.crs)} and no file can "
+                f"declare {SHIFTED_CRS[shifted]}; pass --force-crs to read its coordinates as "
+                f"{SHIFTED_CRS[shifted]}"
+            )
         elif not frame.crs.equals(given):
             notes.append(
                 f"the file declares {_crs_name(frame.crs)}; --crs {crs} was ignored "
                 "(pass --force-crs to override the file's CRS)"
             )
-    return _to_storage(frame, crs if force_crs or frame.crs is None else None), notes
+    return _to_storage(frame, crs if force_crs or not declared else None), notes
 
 
 def _only_layer(source: str | Path, path: Path) -> None:
@@ -315,11 +326,9 @@ def _gdal_reason(exc: BaseException, path: Path) -> str:
 
 
 def _parse_crs(value: str) -> CRS:
-    if value.strip().lower() in SHIFTED_SYSTEMS:
-        raise InvalidInput(
-            f"Invalid value for --crs: {SHIFTED_SYSTEMS[value.strip().lower()]} is not supported yet; "
-            "convert the coordinates to WGS84 (EPSG:4326) or CGCS2000 (EPSG:4490) first"
-        )
+    """The pyproj CRS for `--crs`; GCJ-02 / BD-09 are lon/lat in EPSG:4326 plus an offset."""
+    if shifted_crs(value):
+        return CRS.from_epsg(STORAGE_SRID)
     try:
         return CRS.from_user_input(value)
     except CRSError:
@@ -338,9 +347,15 @@ def _crs_name(crs: Any) -> str:
 def _to_storage(frame: gpd.GeoDataFrame, source: str | None) -> gpd.GeoDataFrame:
     """Reproject to the storage CRS (EPSG:4326).
 
-    `source` is the user's CRS text when it applies; GCJ-02 / BD-09 conversion goes here.
+    `source` is the user's CRS text when it applies; GCJ-02 / BD-09 coordinates are converted
+    here, and a feature outside China (where they are not defined) refuses the file.
     """
-    del source  # see SHIFTED_SYSTEMS: the hook for GCJ-02 / BD-09 input
+    shifted = shifted_crs(source)
+    if shifted:
+        _refuse_outside_china(
+            frame, shifted, lambda rows: _rows(rows), advice="check --crs and --force-crs"
+        )
+        return _shift(frame, to_wgs84, shifted)
     if CRS.from_user_input(frame.crs).equals(CRS.from_epsg(STORAGE_SRID)):
         return frame.set_crs(STORAGE_SRID, allow_override=True)
     try:
@@ -353,11 +368,70 @@ def _to_storage(frame: gpd.GeoDataFrame, source: str | None) -> gpd.GeoDataFrame
 
 
 def _from_storage(frame: gpd.GeoDataFrame, crs: str) -> gpd.GeoDataFrame:
-    """Reproject stored geometry to the output CRS (GCJ-02 / BD-09 output goes here)."""
+    """Reproject stored geometry to the output CRS.
+
+    GCJ-02 / BD-09 output is written as EPSG:4326 (no CRS code exists for them); a feature
+    outside China refuses the export.
+    """
+    shifted = shifted_crs(crs)
+    if shifted:
+        _refuse_outside_china(
+            frame,
+            shifted,
+            lambda rows: _feature_names(frame, rows),
+            advice="export in EPSG:4326 or EPSG:4490 instead",
+        )
+        return _shift(frame, from_wgs84, shifted)
     target = _parse_crs(crs)
     if target.equals(CRS.from_epsg(STORAGE_SRID)):
         return frame
     return frame.to_crs(target)
+
+
+def _refuse_outside_china(
+    frame: gpd.GeoDataFrame, crs: str, which: Callable[[np.ndarray], str], *, advice: str
+) -> None:
+    """Raise when any feature has a vertex outside China (missing/empty geometries are skipped)."""
+    bounds = shapely.bounds(np.asarray(frame.geometry.array, dtype=object))
+    present = ~np.isnan(bounds).all(axis=1)
+    outside = present & (
+        outside_china(bounds[:, 0], bounds[:, 1]) | outside_china(bounds[:, 2], bounds[:, 3])
+    )
+    if outside.any():
+        rows = np.flatnonzero(outside)
+        verb = "lie" if len(rows) > 1 else "lies"
+        raise InvalidInput(
+            f"Invalid coordinates for crs {crs}: {len(rows)} of {len(frame)} features {verb} "
+            f"outside China, where {SHIFTED_CRS[crs]} is not defined ({which(rows)}); {advice}"
+        )
+
+
+def _shift(frame: gpd.GeoDataFrame, convert: Callable[..., Any], crs: str) -> gpd.GeoDataFrame:
+    """Apply a GCJ-02 / BD-09 conversion to every vertex (vectorised, Z dropped)."""
+
+    def coordinates(xy: np.ndarray) -> np.ndarray:
+        return np.column_stack(convert(xy[:, 0], xy[:, 1], crs))
+
+    geoms = shapely.transform(np.asarray(frame.geometry.array, dtype=object), coordinates)
+    out = frame.copy()
+    out[frame.geometry.name] = gpd.GeoSeries(geoms, index=frame.index, crs=STORAGE_SRID)
+    return out.set_crs(STORAGE_SRID, allow_override=True)
+
+
+def _rows(rows: np.ndarray, limit: int = 5) -> str:
+    """'row 3' / 'rows 3, 7, 9, …': the first few file rows (1 = the first feature)."""
+    shown = ", ".join(str(int(i) + 1) for i in rows[:limit])
+    return f"row{'s' if len(rows) > 1 else ''} {shown}" + (", …" if len(rows) > limit else "")
+
+
+def _feature_names(frame: gpd.GeoDataFrame, rows: np.ndarray, limit: int = 5) -> str:
+    """The codes of the first few features at `rows` (their position when a code is missing)."""
+    codes = frame["code"].to_numpy(dtype=object) if "code" in frame.columns else None
+    names = [
+        f"code {codes[i]}" if codes is not None and not pd.isna(codes[i]) else f"feature {i + 1}"
+        for i in rows[:limit]
+    ]
+    return ", ".join(names) + (", …" if len(rows) > limit else "")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from gridmap import crs as gridmap_crs
 from gridmap import io
 from gridmap.cli_io import export_command, import_app
 from gridmap.errors import InvalidInput
@@ -824,8 +825,175 @@ def test_unknown_crs_is_refused(tmp_path: Path) -> None:
         InvalidInput, match="Invalid value for --crs: 'EPSG:999999' is not a coordinate"
     ):
         io.read_layer(path, crs="EPSG:999999")
-    with pytest.raises(InvalidInput, match="GCJ-02 is not supported yet"):
+
+
+# --------------------------------------------------------------------------------------------
+# GCJ-02 / BD-09 (phone-map coordinates; see docs/coordinates.md)
+# --------------------------------------------------------------------------------------------
+
+
+def phone_map(frame: gpd.GeoDataFrame, system: str) -> gpd.GeoDataFrame:
+    """The fixture with its WGS84 vertices converted to GCJ-02 / BD-09 (still labelled 4326)."""
+
+    def convert(xy: np.ndarray) -> np.ndarray:
+        return np.column_stack(gridmap_crs.from_wgs84(xy[:, 0], xy[:, 1], system))
+
+    out = frame.copy()
+    out["geometry"] = gpd.GeoSeries(
+        shapely.transform(np.asarray(frame.geometry.array), convert), crs="EPSG:4326"
+    )
+    return out
+
+
+def near(a: Any, b: Any, tolerance: float) -> bool:
+    """Same vertex count and every vertex within `tolerance` degrees of the other shape's.
+
+    Not `same_shape`: after a conversion, noise of 1e-14° can make `normalize` start a ring
+    at a different corner.
+    """
+    return shapely.get_num_coordinates(a) == shapely.get_num_coordinates(b) and bool(
+        shapely.hausdorff_distance(a, b) < tolerance
+    )
+
+
+def test_a_crs_no_file_can_declare_needs_force_crs(tmp_path: Path) -> None:
+    path = write(phone_map(admin_frame(), "GCJ02"), tmp_path / "a.geojson")
+
+    with pytest.raises(InvalidInput) as err:
         io.read_layer(path, crs="GCJ02")
+
+    assert err.value.detail == (
+        f"Invalid value for --crs: {path} declares EPSG:4326 (WGS 84) and no file can declare "
+        "GCJ-02; pass --force-crs to read its coordinates as GCJ-02"
+    )
+
+
+@pytest.mark.parametrize(
+    ("suffix", "system", "force"),
+    [
+        (".geojson", "GCJ02", True),
+        (".gpkg", "BD-09", True),
+        (".zip", "mars", True),
+        (".shp", "baidu", False),  # no .prj: --crs alone applies
+    ],
+)
+@pytest.mark.filterwarnings("ignore:'crs' was not provided")
+def test_phone_map_files_are_converted_to_wgs84_on_import(
+    db: Session, tmp_path: Path, suffix: str, system: str, force: bool
+) -> None:
+    frame = phone_map(admin_frame(), system)
+    if not force:
+        frame = frame.set_crs(None, allow_override=True)
+    path = write(frame, tmp_path / f"admin{suffix}")
+    shifted = frame.geometry.iloc[0]
+    assert not same_shape(shifted, admin_frame().geometry.iloc[0], 1e-4)  # hundreds of metres
+
+    report = io.import_layer(
+        session=db, layer="admin-areas", path=path, crs=system, force_crs=force
+    )
+
+    assert (report.loaded, report.rejected) == (4, [])
+    name = "GCJ-02" if gridmap_crs.canonical_crs(system) == "GCJ02" else "BD-09"
+    expected_notes = (
+        [f"the file declares EPSG:4326 (WGS 84); --force-crs replaced it with {name}"]
+        if force
+        else []
+    )
+    assert report.notes[: len(expected_notes)] == expected_notes
+    rows = db.execute(text("SELECT code, ST_AsBinary(geom) FROM admin_area ORDER BY code")).all()
+    wanted = dict(zip(admin_frame()["code"], admin_frame().geometry, strict=True))
+    for code, wkb in rows:
+        assert near(shapely.from_wkb(bytes(wkb)), wanted[code], 1e-8), code
+
+
+def test_phone_map_features_outside_china_refuse_the_file(tmp_path: Path) -> None:
+    paris = box(2.35, 48.85, 2.36, 48.86)
+    path = write(_admin_with(geometry=paris), tmp_path / "a.geojson")
+
+    with pytest.raises(InvalidInput) as err:
+        io.read_layer(path, crs="GCJ02", force_crs=True)
+
+    assert err.value.detail == (
+        "Invalid coordinates for crs GCJ02: 1 of 5 features lies outside China, where GCJ-02 "
+        "is not defined (row 5); check --crs and --force-crs"
+    )
+
+
+def test_metres_read_as_phone_map_degrees_are_refused(tmp_path: Path) -> None:
+    path = write(admin_frame(), tmp_path / "a.gpkg", crs="EPSG:4548")
+
+    with pytest.raises(InvalidInput) as err:
+        io.read_layer(path, crs="BD09", force_crs=True)
+
+    assert err.value.detail == (
+        "Invalid coordinates for crs BD09: 4 of 4 features lie outside China, where BD-09 "
+        "is not defined (rows 1, 2, 3, 4); check --crs and --force-crs"
+    )
+
+
+@pytest.mark.parametrize("system", ["GCJ02", "BD09"])
+def test_export_in_phone_map_coordinates(db: Session, tmp_path: Path, system: str) -> None:
+    load_base(db, tmp_path)
+    out = tmp_path / "grids.geojson"
+
+    assert io.export_layer(session_or_connection=db, layer="grids", path=out, crs=system) == 2
+
+    frame = gpd.read_file(out, engine="pyogrio").sort_values("code")
+    assert frame.crs.to_epsg() == 4326  # no CRS code exists for GCJ-02 / BD-09
+    expected = phone_map(grid_frame(), system).sort_values("code")
+    assert list(frame["code"]) == list(expected["code"])
+    for got, want in zip(frame.geometry, expected.geometry, strict=True):
+        assert near(got, want, 1e-9)
+
+
+@pytest.mark.parametrize(("suffix", "system"), [(".gpkg", "GCJ02"), (".zip", "BD09")])
+def test_phone_map_export_then_reimport_into_an_empty_database(
+    db: Session, tmp_path: Path, suffix: str, system: str
+) -> None:
+    load_base(db, tmp_path)
+    io.import_layer(
+        session=db, layer="buildings", path=write(building_frame(), tmp_path / "b.geojson")
+    )
+    db.execute(text("UPDATE grid SET valid_from = '2024-07-01T08:30:15.123+08'"))  # ms in files
+    before = _snapshot(db)
+    out = tmp_path / "out"
+    out.mkdir()
+    files = {layer: out / f"{layer}{suffix}" for layer in io.LAYERS}
+    for layer in io.LAYERS:
+        io.export_layer(session_or_connection=db, layer=layer, path=files[layer], crs=system)
+
+    db.execute(text("DELETE FROM building; DELETE FROM grid; DELETE FROM admin_area"))
+    for layer in io.LAYERS:
+        report = io.import_layer(
+            session=db, layer=layer, path=files[layer], crs=system, force_crs=True
+        )
+        assert report.rejected == []
+
+    after = _snapshot(db)
+    for key in before:
+        assert [row[:-1] for row in before[key]] == [row[:-1] for row in after[key]]
+        for old, new in zip(before[key], after[key], strict=True):
+            assert near(shapely.from_wkb(bytes(old[-1])), shapely.from_wkb(bytes(new[-1])), 1e-9)
+
+
+def test_export_in_phone_map_coordinates_refuses_features_outside_china(
+    db: Session, tmp_path: Path
+) -> None:
+    load_base(db, tmp_path)
+    io.import_layer(
+        session=db, layer="buildings", path=write(building_frame(), tmp_path / "b.geojson")
+    )
+    db.execute(text("UPDATE building SET geom = ST_Translate(geom, -115, 17) WHERE code = 'B3'"))
+
+    with pytest.raises(InvalidInput) as err:
+        io.export_layer(
+            session_or_connection=db, layer="buildings", path=tmp_path / "b.gpkg", crs="gcj-02"
+        )
+
+    assert err.value.detail == (
+        "Invalid coordinates for crs GCJ02: 1 of 3 features lies outside China, where GCJ-02 "
+        "is not defined (code B3); export in EPSG:4326 or EPSG:4490 instead"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1053,3 +1221,24 @@ def test_cli_export_and_its_errors(cli: typer.Typer, tmp_path: Path) -> None:
     assert result.stderr == (
         "error: Invalid value for --at: 'yesterday' is not an ISO 8601 date/time (e.g. 2024-07-01T08:00)\n"
     )
+
+
+def test_cli_phone_map_coordinates_in_and_out(cli: typer.Typer, tmp_path: Path) -> None:
+    path = write(phone_map(admin_frame(), "GCJ02"), tmp_path / "a.geojson")
+
+    result = CliRunner().invoke(cli, ["import", "admin-areas", str(path), "--crs", "GCJ-02"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: Invalid value for --crs: {path} declares EPSG:4326 (WGS 84) and no file can "
+        "declare GCJ-02; pass --force-crs to read its coordinates as GCJ-02\n"
+    )
+
+    result = CliRunner().invoke(
+        cli,
+        ["import", "admin-areas", str(path), "--crs", "GCJ-02", "--force-crs", "--dry-run"],
+    )
+    assert result.exit_code == 0, result.output
+
+    out = tmp_path / "admin.geojson"
+    result = CliRunner().invoke(cli, ["export", "admin-areas", str(out), "--crs", "BD09"])
+    assert result.exit_code == 0, result.output

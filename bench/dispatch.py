@@ -1,0 +1,231 @@
+"""Dispatch benchmarks, all in one run against the API started as users start it.
+
+    GRIDMAP_DATABASE_URL=…/gridmap_city python bench/dispatch.py [--seconds 10] [--workers 2]
+
+Measures, on whatever demo is in the database (the `city` demo is the reference):
+
+* a trivial endpoint of the same app (`/v1/ping`), single `/v1/locate`, and the same lookup as
+  raw SQL from a client (pgbench, prepared statements) — requests/s, p50 and p99 at 1 and 16
+  concurrent clients (wrk for HTTP);
+* batch locate, CSV in and CSV out, points/s end to end, against shapely `STRtree.query` in
+  bulk in this process (the in-memory limit);
+* incident create/s with an Idempotency-Key per request (grid lookup, duplicate check, event log).
+
+Needs `wrk` and `pgbench` (Debian: `apt-get install wrk postgresql-client`). Writes
+bench/results/dispatch.json and .md. Created incidents stay in the database (it is a demo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import shapely
+from sqlalchemy import create_engine, text
+
+from gridmap.pgcluster import Cluster, database_url
+from gridmap.settings import db_settings
+
+OUT = Path(__file__).parent / "results"
+PGBENCH = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wrk(url: str, clients: int, seconds: int, script: Path | None = None) -> dict:
+    threads = min(clients, 2)
+    cmd = ["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds}s", "--latency", url]
+    if script:
+        cmd[1:1] = ["-s", str(script)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return float("nan")
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": round(rps), "p50_ms": ms("50"), "p99_ms": ms("99"),
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(1) if errors else ""}  # fmt: skip
+
+
+def pgbench(url: str, script: str, clients: int, seconds: int, tmp: Path) -> dict:
+    u = httpx.URL(url.replace("postgresql+psycopg2", "postgresql"))
+    env = {**os.environ, "PGPASSWORD": u.password or ""}
+    path = tmp / "locate.sql"
+    path.write_text(script)
+    prefix = tmp / f"pgb{clients}"
+    for old in tmp.glob(f"pgb{clients}*"):
+        old.unlink()
+    cmd = [str(PGBENCH), "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds),
+           "-h", u.host, "-p", str(u.port), "-U", u.username, "-f", str(path), "--log", f"--log-prefix={prefix}",
+           u.path.lstrip("/")]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = np.concatenate([np.loadtxt(f, usecols=2, ndmin=1) for f in tmp.glob(f"pgb{clients}*")]) / 1000.0
+    return {"rps": round(tps), "p50_ms": round(float(np.percentile(lat, 50)), 3), "p99_ms": round(float(np.percentile(lat, 99)), 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    for tool in ("wrk",):
+        if not shutil.which(tool):
+            sys.exit(f"error: {tool} is not installed — apt-get install {tool}")
+    if PGBENCH is None:
+        sys.exit("error: pgbench is not installed — apt-get install postgresql-client")
+    if not db_settings().database_url:
+        Cluster().up()
+    url = database_url()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        grids = conn.execute(text("SELECT count(*) FROM grid WHERE valid_to IS NULL")).scalar_one()
+        pts = np.array(conn.execute(text(
+            "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM building TABLESAMPLE SYSTEM (2) LIMIT 5000) x"
+        )).all())  # fmt: skip
+        conn.execute(text("DROP TABLE IF EXISTS bench_point"))
+        conn.execute(text("CREATE TABLE bench_point (i int PRIMARY KEY, lon float8, lat float8)"))
+        conn.execute(text("INSERT INTO bench_point SELECT i - 1, lon, lat FROM unnest(CAST(:x AS float8[]), CAST(:y AS float8[])) WITH ORDINALITY AS t(lon, lat, i)"),
+                     {"x": pts[:, 0].tolist(), "y": pts[:, 1].tolist()})  # fmt: skip
+        cats = [c for c in conn.execute(text("SELECT code FROM category WHERE level = 2")).scalars()]
+    tmp = Path(tempfile.mkdtemp(prefix="gridmap-bench-"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([sys.executable, "-m", "gridmap.cli", "serve", "--port", str(port), "--workers", str(args.workers)],
+                              env={**os.environ, "GRIDMAP_DATABASE_URL": url}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    results: dict = {"grids_in_force": grids, "seconds_per_run": args.seconds, "api_workers": args.workers}
+    try:
+        started = time.monotonic()
+        while True:
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() - started > 120:
+                sys.exit(f"error: the API did not start: {server.stderr.read().decode()[-500:] if server.stderr else ''}")
+            time.sleep(0.3)
+        results["api_start_s"] = round(time.monotonic() - started, 1)
+        lua_points = ",".join(f"{{{x:.7f},{y:.7f}}}" for x, y in pts)
+        (tmp / "locate.lua").write_text(
+            f"local pts = {{{lua_points}}}\nlocal i = 0\n"
+            "request = function()\n  i = i % #pts + 1\n"
+            "  return wrk.format('GET', string.format('/v1/locate?lon=%.7f&lat=%.7f', pts[i][1], pts[i][2]))\nend\n"
+        )
+        body = json.dumps({"category": "CAT", "severity": 2, "source": "hotline", "lon": 0, "lat": 0, "description": "bench"})
+        (tmp / "create.lua").write_text(
+            f"local pts = {{{lua_points}}}\nlocal cats = {{{','.join(repr(c) for c in cats)}}}\nlocal n = 0\nlocal tid = 0\n"
+            "local counter = 1\nsetup = function(thread) thread:set('tid', counter); counter = counter + 1 end\n"
+            "init = function() tid = tid end\n"
+            "request = function()\n  n = n + 1\n  local p = pts[(n % #pts) + 1]\n"
+            "  local body = string.format('{\"category\": \"%s\", \"severity\": 2, \"source\": \"hotline\", \"lon\": %.7f, \"lat\": %.7f, \"description\": \"bench\"}', cats[(n % #cats) + 1], p[1], p[2])\n"
+            "  return wrk.format('POST', '/v1/incidents', {['Content-Type'] = 'application/json', ['Idempotency-Key'] = string.format('bench-%d-%d-%d', os.time(), tid, n), ['X-Client-Id'] = 'bench'}, body)\nend\n"
+        )
+        del body
+        sql = (f"\\set i random(0, {len(pts) - 1})\n"
+               "SELECT g.id, g.code FROM grid g, bench_point p WHERE p.i = :i AND g.valid_to IS NULL "
+               "AND ST_Covers(g.geom, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)) ORDER BY g.code LIMIT 1;\n")  # fmt: skip
+        single: dict = {}
+        for clients in (1, 16):
+            httpx.get(base + "/v1/locate", params={"lon": pts[0][0], "lat": pts[0][1]})  # warm
+            single[f"c{clients}"] = {
+                "trivial": wrk(base + "/v1/ping", clients, args.seconds),
+                "locate": wrk(base, clients, args.seconds, tmp / "locate.lua"),
+                "raw_sql": pgbench(url, sql, clients, args.seconds, tmp),
+            }
+            print(clients, single[f"c{clients}"], flush=True)
+        results["single"] = single
+        # batch: 100,000 points, CSV in and out, against STRtree.query in bulk here
+        rng = np.random.default_rng(5)
+        pick = pts[rng.integers(len(pts), size=100_000)] + rng.normal(0, 0.0005, (100_000, 2))
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["id", "lon", "lat"])
+        w.writerows((i, f"{x:.7f}", f"{y:.7f}") for i, (x, y) in enumerate(pick))
+        payload = buf.getvalue().encode()
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            r = httpx.post(base + "/v1/locate/batch", content=payload, headers={"content-type": "text/csv"}, timeout=300)
+            n_out = r.text.count("\n") - 1
+            times.append(time.perf_counter() - t0)
+        with engine.connect() as conn:
+            geoms = shapely.from_wkb([bytes(g) for g in conn.execute(text("SELECT ST_AsBinary(geom) FROM grid WHERE valid_to IS NULL")).scalars()])
+        tree = shapely.STRtree(geoms)
+        points = shapely.points(pick)
+        ref = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            tree.query(points, predicate="intersects")
+            ref.append(time.perf_counter() - t0)
+        batch_rate = 100_000 / float(np.median(times))
+        ref_rate = 100_000 / float(np.median(ref))
+        results["batch"] = {"points": 100_000, "rows_out": n_out, "api_points_per_s": round(batch_rate),
+                            "strtree_points_per_s": round(ref_rate), "ratio": round(batch_rate / ref_rate, 3),
+                            "api_median_s": round(float(np.median(times)), 3)}  # fmt: skip
+        print(results["batch"], flush=True)
+        try:
+            create = {f"c{c}": wrk(base, c, args.seconds, tmp / "create.lua") for c in (1, 16)}
+        except subprocess.CalledProcessError as exc:
+            create = {"error": str(exc)}
+        results["create"] = create
+        print(create, flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS bench_point"))
+        shutil.rmtree(tmp, ignore_errors=True)
+    c16 = results["single"]["c16"]
+    results["targets"] = {
+        "locate_vs_trivial_c16": round(c16["locate"]["rps"] / c16["trivial"]["rps"], 3),
+        "locate_p99_c16_ms": c16["locate"]["p99_ms"],
+        "batch_vs_strtree": results["batch"]["ratio"],
+        "create_vs_trivial_c16": round(results["create"]["c16"]["rps"] / c16["trivial"]["rps"], 3) if "c16" in results["create"] else None,
+    }  # fmt: skip
+    results["when"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "dispatch.json").write_text(json.dumps(results, indent=2))
+    lines = [f"Measured {results['when']} on {os.cpu_count()} cores, {grids:,} grids in force, API with {args.workers} workers, {args.seconds} s per run.", "",
+             "| clients | endpoint | req/s | p50 ms | p99 ms |", "|---:|---|---:|---:|---:|"]  # fmt: skip
+    for c in (1, 16):
+        for name in ("trivial", "locate", "raw_sql"):
+            m = results["single"][f"c{c}"][name]
+            lines.append(f"| {c} | {name} | {m['rps']:,} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
+        if f"c{c}" in results["create"]:
+            m = results["create"][f"c{c}"]
+            lines.append(f"| {c} | incident create | {m['rps']:,} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
+    b = results["batch"]
+    lines += ["", f"Batch locate, 100,000 points CSV in/out: {b['api_points_per_s']:,} points/s end to end vs "
+              f"{b['strtree_points_per_s']:,} points/s for STRtree.query in process (ratio {b['ratio']}).", "",
+              "Targets: " + json.dumps(results["targets"])]  # fmt: skip
+    (OUT / "dispatch.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
