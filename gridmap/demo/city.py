@@ -421,11 +421,12 @@ def _name_children(rng: np.random.Generator, used: set[str], parent_codes: np.nd
     ones from 001 and rural ones from `rural_base` (GB/T 10114: 镇 from 100, 村 from 200)."""
     codes, zh_names, en_names = [], [], []
     taken: dict[tuple[int, bool], int] = {}
+    used_in: dict[int, set[str]] = {}  # names are unique within their parent, as in real cities
     for k in range(len(parent)):
         p, r = int(parent[k]), bool(rural[k])
         taken[(p, r)] = taken.get((p, r), 0) + 1
         serial = (rural_base if r else 0) + taken[(p, r)]
-        zh, en = names.place_name(rng, used)
+        zh, en = names.place_name(rng, used_in.setdefault(p, set(used)))
         suffix = rural_suffix if r else urban_suffix
         codes.append(f"{parent_codes[p]}{serial:03d}")
         zh_names.append(zh + suffix[0])

@@ -114,9 +114,15 @@ class GridTable:
     boundaries: np.ndarray
     tree: shapely.STRtree = field(init=False)
     rank: np.ndarray = field(init=False)  # position of each grid in code order: the tie-break
+    extent: tuple[float, float, float, float] | None = field(init=False)  # lon/lat bounds, computed once
 
     def __post_init__(self) -> None:
         self.tree = shapely.STRtree(self.geoms)
+        if len(self.geoms):
+            minx, miny, maxx, maxy = shapely.total_bounds(self.geoms)
+            self.extent = (minx / self.frame.kx, miny / M_PER_DEG_LAT, maxx / self.frame.kx, maxy / M_PER_DEG_LAT)
+        else:
+            self.extent = None
         order = np.argsort(self.codes, kind="stable")
         self.rank = np.empty(len(order), dtype=np.int64)
         self.rank[order] = np.arange(len(order))
@@ -142,10 +148,7 @@ class GridTable:
         )
 
     def lonlat_extent(self) -> tuple[float, float, float, float] | None:
-        if not len(self.geoms):
-            return None
-        minx, miny, maxx, maxy = shapely.total_bounds(self.geoms)
-        return minx / self.frame.kx, miny / M_PER_DEG_LAT, maxx / self.frame.kx, maxy / M_PER_DEG_LAT
+        return self.extent
 
     # -- single point --------------------------------------------------------------------
     def locate(self, lon: float, lat: float, near_m: float = NEAR_M) -> dict[str, Any]:
@@ -189,8 +192,22 @@ class GridTable:
         }  # fmt: skip
 
     # -- many points ---------------------------------------------------------------------
-    def locate_many(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Index of the responsible grid per point (-1 outside) and distance to its boundary (m)."""
+    def locate_many(self, lon: np.ndarray, lat: np.ndarray, threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
+        """Index of the responsible grid per point (-1 outside) and distance to its boundary (m).
+
+        Big batches are split over `threads`: shapely releases the GIL inside GEOS.
+        """
+        n = len(lon)
+        if n >= 20_000 and threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            bounds = np.linspace(0, n, threads + 1).astype(int)
+            with ThreadPoolExecutor(threads) as pool:
+                parts = list(pool.map(lambda ab: self._locate_many(lon[ab[0]:ab[1]], lat[ab[0]:ab[1]]), zip(bounds[:-1], bounds[1:], strict=True)))
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        return self._locate_many(lon, lat)
+
+    def _locate_many(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x, y = self.frame.xy(lon, lat)
         pts = shapely.points(x, y)
         result = np.full(len(pts), -1, dtype=np.int64)

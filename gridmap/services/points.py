@@ -56,9 +56,9 @@ def parse_points(body: bytes, content_type: str, crs: str | None) -> tuple[np.nd
 
 
 def _csv(body: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    try:
-        frame = pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+    try:  # numbers parsed in C; a column with a bad value comes back as text and is coerced below
+        frame = pd.read_csv(io.BytesIO(body), dtype={"id": str}, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, ValueError) as exc:
         raise InvalidInput(f"The CSV body could not be read: {str(exc).splitlines()[0]}") from None
     cols = {c.strip().lower(): c for c in frame.columns}
     lon_col = next((cols[c] for c in ("lon", "lng", "longitude", "x") if c in cols), None)

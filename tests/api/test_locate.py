@@ -173,14 +173,14 @@ def test_batch_csv_and_geojson(client: TestClient) -> None:
     r = client.post("/v1/locate/batch", content=csv_body, headers={"content-type": "text/csv"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     lines = [line.split(",") for line in r.text.strip().splitlines()]
-    assert lines[0][:5] == ["id", "lon", "lat", "status", "grid_code"]
-    got = {row[0]: (row[3], row[4]) for row in lines[1:]}
+    assert lines[0][:3] == ["id", "status", "grid_code"]
+    got = {row[0]: (row[1], row[2]) for row in lines[1:]}
     assert got == {"a": ("ok", P + "001"), "b": ("ok", P + "001"), "c": ("outside", ""),
                    "d": ("invalid: lon and lat must be numbers", ""), "e": ("ok", P + "005")}  # fmt: skip
     fc = {"type": "FeatureCollection", "features": [
         {"type": "Feature", "id": "x", "geometry": {"type": "Point", "coordinates": [117.225, 31.805]}, "properties": {}}]}  # fmt: skip
     r = client.post("/v1/locate/batch", json=fc, params={"at": "2020-06-01T00:00:00+08:00"})
-    assert r.text.splitlines()[1].split(",")[3:5] == ["ok", P + "006"]
+    assert r.text.splitlines()[1].split(",")[1:3] == ["ok", P + "006"]
 
 
 @pytest.mark.parametrize(
