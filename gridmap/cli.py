@@ -185,14 +185,16 @@ def serve(
                 log_level="warning", access_log=False)  # fmt: skip
 
 
-def _register_io() -> None:
+def _register_subcommands() -> None:
     from gridmap.cli_io import export_command, import_app
+    from gridmap.cli_sla import sla_app
 
     app.add_typer(import_app, name="import")
     app.command("export")(export_command)
+    app.add_typer(sla_app, name="sla")
 
 
-_register_io()
+_register_subcommands()
 
 
 def main() -> None:
