@@ -31,8 +31,13 @@ def _describe(err: dict[str, Any]) -> str:
     loc = [str(p) for p in err.get("loc", ()) if p not in ("query", "path", "body", "header")]
     where = loc[0] if err.get("loc", ("",))[0] in ("query", "path", "header") and loc else ".".join(loc)
     msg = err.get("msg", "invalid").removeprefix("Value error, ")
+    if err.get("type") == "json_invalid":
+        reason = (err.get("ctx") or {}).get("error", "")
+        return f"The request body is not valid JSON{': ' + str(reason) if reason else ''}"
     if err.get("type") == "missing":
         return f"Missing required parameter {where}" if where else "Missing request body"
+    if err.get("loc", ("",))[0] == "body" and not loc:
+        return f"Invalid request body: {msg}"
     return f"Invalid value for parameter {where}: {msg}" if where else msg
 
 

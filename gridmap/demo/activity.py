@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from gridmap import workflow
 from gridmap.demo.city import City, U
 from gridmap.workcal import WorkCalendar
 
@@ -34,8 +35,26 @@ CONTEXT_CATEGORIES = {
 CONTEXTS = list(CONTEXT_CATEGORIES)
 DAY_HOURS = np.array([1, 0.5, 0.3, 0.2, 0.2, 0.4, 1, 3, 6, 9, 10, 8, 5, 6, 9, 9, 8, 7, 5, 4, 3, 2.5, 2, 1.5])
 NIGHT_HOURS = np.array([6, 4, 2, 1, 0.5, 0.3, 0.3, 0.3, 0.5, 0.5, 1, 1, 1, 1, 1, 1, 1.5, 2, 4, 7, 9, 10, 10, 8])
-SEVERITY_FACTOR = {1: 1.5, 2: 1.0, 3: 0.5, 4: 0.25}
-LEVEL_UP = {"grid": "community", "community": "street", "street": "district", "district": "district"}
+
+
+class _Cut(Exception):
+    """The simulated story has reached the present (or ended early)."""
+
+
+class _Story:
+    """One case's history, built with the same workflow rules the API enforces."""
+
+    def __init__(self, until: dt.datetime, limit: workflow.TimeLimit, cal: WorkCalendar) -> None:
+        self.until, self.limit, self.cal = until, limit, cal
+        self.state: workflow.CaseState | None = None
+        self.events: list[workflow.Event] = []
+
+    def do(self, action: str, at: dt.datetime, actor: int | None, note: str, assignee: int | None = None) -> None:
+        if at > self.until:  # what has not happened yet is not in the log
+            raise _Cut
+        step = workflow.apply(self.state, action, at=at, actor_id=actor, note=note, assignee=assignee,
+                              limit=self.limit, cal=self.cal)  # fmt: skip
+        self.state, self.events = step.state, [*self.events, step.event]
 
 
 def _pick(rng: np.random.Generator, table: dict[str, float], n: int) -> np.ndarray:
@@ -139,104 +158,66 @@ def incidents(rng: np.random.Generator, city: City, categories: pd.DataFrame, st
         if t0 >= until:
             t0 = until - dt.timedelta(minutes=5 + int(u[k, 0] * 600))
         gcode = str(grid_code[grid[k]])
-        ccode = gcode[:12]
         code_cat = str(cat[k])
-        limit = float(cats.at[code_cat, "time_limit"]) * SEVERITY_FACTOR[int(severity[k])]
-        unit = str(cats.at[code_cat, "time_unit"])
-        worker = workers.get(gcode, [None])[int(u[k, 1] * len(workers.get(gcode, [None])))]
+        limit = workflow.time_limit(float(cats.at[code_cat, "time_limit"]), str(cats.at[code_cat, "time_unit"]), int(severity[k]))
+        own = workers.get(gcode, [None])
+        worker = own[int(u[k, 1] * len(own))]
         reporter = worker if src[k] == "patrol" else None
-        ev: list[tuple] = [("report", None, "reported", reporter, t0, "上报 reported", None)]
-        level, status, t = "grid", "reported", t0
-        rework = escal = 0
-        dispatched_at = deadline = resolved_at = closed_at = registered_at = None
-        assignee = None
-
-        def step(action: str, to: str, actor: int | None, when: dt.datetime, note: str, data: dict | None = None,
-                 log: list[tuple] = ev) -> None:
-            nonlocal status
-            log.append((action, status, to, actor, when, note, data))
-            status = to
-
         desk = workers.get("P" + gcode[:6], [None])
         dispatcher = desk[int(u[k, 12] * len(desk))]  # the district's dispatch desk handles the case
-        t = t0 + dt.timedelta(minutes=(2 + 8 * u[k, 2]) if src[k] == "patrol" else (10 + 80 * u[k, 2]))
-        if src[k] != "patrol" and u[k, 3] < 0.04:
-            step("reject", "rejected", dispatcher, t, "不予立案：重复上报 rejected: duplicate report")
-            closed_at = t
-        else:
-            step("register", "registered", dispatcher, t, "立案 registered")
-            registered_at = t
+        lead = workers.get("L" + gcode[:12], [worker])[0]
+        story = _Story(until, limit, cal)
+        try:
+            story.do("report", t0, reporter, "上报 reported")
+            t = t0 + dt.timedelta(minutes=(2 + 8 * u[k, 2]) if src[k] == "patrol" else (10 + 80 * u[k, 2]))
+            if src[k] != "patrol" and u[k, 3] < 0.04:
+                story.do("reject", t, dispatcher, "不予立案：重复上报 rejected: duplicate report")
+                raise _Cut
+            story.do("register", t, dispatcher, "立案 registered")
             t += dt.timedelta(minutes=5 + 55 * u[k, 4])
-            assignee = worker
-            step("dispatch", "dispatched", dispatcher, t, "派遣至网格员 dispatched to grid worker", {"assignee": assignee})
-            dispatched_at = t
-            deadline = cal.deadline(t, limit, unit)
-            span = deadline - t
+            story.do("dispatch", t, dispatcher, "派遣至网格员 dispatched to grid worker", assignee=worker)
+            dispatched, deadline = t, story.state.deadline_at
+            span = deadline - dispatched
             t += dt.timedelta(minutes=10 + 110 * u[k, 5])
-            step("start", "in_progress", assignee, t, "开始处置 work started")
-            on_time = u[k, 6] < 0.88
-            if on_time:
-                t_res = dispatched_at + span * (0.15 + 0.75 * u[k, 7])
-                t = max(t + dt.timedelta(minutes=5), t_res)
+            story.do("start", t, worker, "开始处置 work started")
+            assignee = worker
+            if u[k, 6] < 0.88:  # on time
+                t = max(t + dt.timedelta(minutes=5), dispatched + span * (0.15 + 0.75 * u[k, 7]))
             else:
-                if u[k, 8] < 0.35:  # overdue cases are escalated one level
-                    t = deadline + dt.timedelta(minutes=1)
-                    new_level = LEVEL_UP[level]
-                    step("escalate", "registered", None, t, f"超期上报 escalated to {new_level}", {"from": level, "to": new_level})
-                    level, escal = new_level, escal + 1
-                    lead = workers.get("L" + ccode, [assignee])[0]
-                    t += dt.timedelta(minutes=10 + 50 * u[k, 9])
-                    assignee = lead
-                    step("dispatch", "dispatched", dispatcher, t, "社区重新派遣 re-dispatched by the community", {"assignee": assignee})
-                    dispatched_at = t
-                    deadline = cal.deadline(t, limit, unit)
+                if u[k, 8] < 0.35:  # overdue cases are escalated one level and re-dispatched
+                    story.do("escalate", deadline + dt.timedelta(minutes=1), None, "超期自动升级 overdue: escalated")
+                    t = deadline + dt.timedelta(minutes=11 + 50 * u[k, 9])
+                    story.do("dispatch", t, dispatcher, "上级重新派遣 re-dispatched after escalation", assignee=lead)
+                    assignee, deadline = lead, story.state.deadline_at
                     t += dt.timedelta(minutes=20)
-                    step("start", "in_progress", assignee, t, "开始处置 work started")
+                    story.do("start", t, lead, "开始处置 work started")
                 t = deadline + span * (0.1 + 1.4 * u[k, 10]) + dt.timedelta(hours=1)
-            step("resolve", "resolved", assignee, t, "已处置 resolved, feedback attached")
-            resolved_at = t
+            story.do("resolve", t, assignee, "已处置 resolved, feedback attached")
             t += dt.timedelta(hours=0.5 + 23.5 * u[k, 11] ** 2)
             if u[k, 9] < 0.05:  # rework: verification fails, the case goes back
-                step("reopen", "dispatched", dispatcher, t, "核查未通过，返工 verification failed: rework")
-                rework += 1
+                story.do("reopen", t, dispatcher, "核查未通过，返工 verification failed: rework")
                 t += dt.timedelta(minutes=30)
-                step("start", "in_progress", assignee, t, "返工处置 rework started")
+                story.do("start", t, assignee, "返工处置 rework started")
                 t += dt.timedelta(hours=2 + 10 * u[k, 2])
-                step("resolve", "resolved", assignee, t, "返工完成 rework resolved")
-                resolved_at = t
+                story.do("resolve", t, assignee, "返工完成 rework resolved")
                 t += dt.timedelta(hours=1 + 5 * u[k, 4])
-            step("verify", "verified", dispatcher, t, "核查通过 verified on site")
+            story.do("verify", t, dispatcher, "核查通过 verified on site")
             t += dt.timedelta(hours=0.2 + 5.8 * u[k, 5])
-            step("close", "closed", dispatcher, t, "结案 closed")
-            closed_at = t
-        # the present cuts the story: what has not happened yet is not in the log
-        ev = [e for e in ev if e[4] <= until]
-        status = ev[-1][2]
-        if status != "closed" and status != "rejected":
-            closed_at = None
-        if resolved_at and resolved_at > until:
-            resolved_at = None
-        if dispatched_at and dispatched_at > until:
-            dispatched_at = deadline = None
-            assignee = None
-        if registered_at and registered_at > until:
-            registered_at = None
-        level = "grid"
-        escal = sum(1 for e in ev if e[0] == "escalate")
-        for e in ev:
-            if e[0] == "escalate":
-                level = e[6]["to"]
-        rework = sum(1 for e in ev if e[0] == "reopen")
+            story.do("close", t, dispatcher, "结案 closed")
+        except _Cut:
+            pass
+        st = story.state
         local = t0.astimezone(TZ)
         seq_per_day[local.date()] = seq_per_day.get(local.date(), 0) + 1
         code = f"AJ{local:%Y%m%d}{seq_per_day[local.date()]:06d}"
         name = cats.at[code_cat, "name_zh"]
-        rows.append((new_id, code, code_cat, int(severity[k]), str(src[k]), status, level, f"{name}", f"{name}（{ctx[k]}）",
+        rows.append((new_id, code, code_cat, int(severity[k]), str(src[k]), st.status, st.level, f"{name}", f"{name}（{ctx[k]}）",
                      str(city.grids["name"][grid[k]]), f"SRID=4326;POINT({lon[k]:.7f} {lat[k]:.7f})",
-                     int(grid_ids[grid[k]]), gcode, assignee, reporter, t0, registered_at, dispatched_at,
-                     deadline, resolved_at, closed_at, rework, escal, len(ev), True))  # fmt: skip
-        for s, (action, frm, to, actor, when, note, data) in enumerate(ev, start=1):
-            events.append((new_id, s, action, frm, to, actor, when, note, json.dumps(data, ensure_ascii=False) if data else None))
+                     int(grid_ids[grid[k]]), gcode, st.assignee_id, reporter, t0, st.registered_at, st.dispatched_at,
+                     st.deadline_at, st.resolved_at, st.closed_at, st.rework_count, st.escalation_count, st.version, True))  # fmt: skip
+        for e in story.events:
+            events.append((new_id, e.seq, e.action, e.from_status, e.to_status, e.actor_id, e.at, e.note,
+                           json.dumps(e.data, ensure_ascii=False) if e.data else None))  # fmt: skip
     inc = pd.DataFrame(rows, columns=[
         "id", "code", "category_code", "severity", "source", "status", "level", "title", "description", "address",
         "geom", "grid_id", "grid_code", "assignee_id", "reporter_id", "reported_at", "registered_at",

@@ -488,9 +488,10 @@ def _cases() -> list[tuple[str, str, dict[str, Any], int, str | Callable[[], str
         ("POST", "/v1/incidents", {"json": body(color="red")}, 422, "Invalid value for parameter color: Extra inputs are not permitted"),
         ("POST", "/v1/incidents", {"json": {"source": "hotline", "lon": 117, "lat": 31}}, 422, "Missing required parameter category"),
         # these two wordings come from api/problems.py (RequestValidationError)
-        ("POST", "/v1/incidents", {"json": [1, 2]}, 422, "Input should be a valid dictionary or object to extract fields from"),
+        ("POST", "/v1/incidents", {"json": [1, 2]}, 422, "Invalid request body: Input should be a valid dictionary or object to extract fields from"),
         ("POST", "/v1/incidents", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 422,
-         "Invalid value for parameter 1: JSON decode error"),
+         "The request body is not valid JSON: Expecting property name enclosed in double quotes"),
+        ("POST", "/v1/incidents", {"content": b"", "headers": {"content-type": "application/json"}}, 422, "Missing request body"),
         ("POST", "/v1/incidents", {"content": b"x" * (MAX_BODY + 1), "headers": {"content-type": "application/json"}}, 413,
          f"Request body is larger than the limit of {MAX_BODY:,} bytes"),
         ("POST", "/v1/incidents", {"json": body(), "headers": {"Idempotency-Key": "k" * 256}}, 422,
