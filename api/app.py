@@ -64,11 +64,16 @@ def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from sqlalchemy.orm import Session
+
+        from gridmap.services.incidents import ensure_case_sequences
         from gridmap.services.locate import GridIndexHolder
 
         own = engine is None
         app.state.engine = engine or make_engine()
         app.state.grid_index = GridIndexHolder(app.state.engine)
+        with Session(app.state.engine) as session, session.begin():
+            ensure_case_sequences(session)
         yield
         app.state.grid_index.close()
         if own:

@@ -196,6 +196,7 @@ def load_demo(engine: Engine, *, seed: int, scale: str, until: dt.datetime | Non
                         text("SELECT setval(pg_get_serial_sequence(:t, 'id'), :next, false)"),
                         {"t": table, "next": int(frame["id"].max() or 0) + 1},
                     )
+            conn.execute(text("SELECT gridmap_sync_case_sequences()"))  # new reports continue the numbers
             counts = {t: int(len(f)) for t, f in frames.items()}
             conn.execute(
                 text("INSERT INTO demo_info (scale, seed, counts) VALUES (:s, :seed, CAST(:c AS jsonb))"),

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,6 @@ EARLIEST_REPORT = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 TEXT_LIMITS = {"title": 200, "description": 4000, "address": 500, "note": 4000}
 BIGINT_MAX = 2**63 - 1
 INT_MAX = 2**31 - 1
-CODE_LOCK = 0x67726964  # advisory-lock class for the per-day case number ("grid")
 NOTIFY_CHANNEL = "gridmap_incidents"
 CODE_LENGTHS = {"district": 6, "street": 9, "community": 12, "grid": 15}
 
@@ -195,12 +195,21 @@ def _id(name: str, value: int | None, *, limit: int = INT_MAX) -> int | None:
     return value
 
 
+_CATEGORIES: dict[str, tuple[float, dict[str, Mapping[Any, Any]]]] = {}
+CATEGORY_TTL_S = 60.0  # the taxonomy is small and changes rarely: re-read it once a minute
+
+
 def _category(session: Session, code: str) -> Mapping[Any, Any]:
     code = _token("category", code, limit=16)
-    row = session.execute(
-        text("SELECT code, name_zh, time_limit::float AS time_limit, time_unit, active FROM category WHERE code = :c"),
-        {"c": code},
-    ).mappings().first()  # fmt: skip
+    key = str(session.get_bind().engine.url)  # one cache per database
+    loaded_at, table = _CATEGORIES.get(key, (0.0, {}))
+    if code not in table or time.monotonic() - loaded_at > CATEGORY_TTL_S:
+        rows = session.execute(
+            text("SELECT code, name_zh, time_limit::float AS time_limit, time_unit, active FROM category")
+        ).mappings().all()  # fmt: skip
+        table = {r["code"]: dict(r) for r in rows}
+        _CATEGORIES[key] = (time.monotonic(), table)
+    row = table.get(code)
     if row is None:
         raise InvalidInput(f"Unknown category {code!r}")
     return row
@@ -436,18 +445,18 @@ def list_incidents(
 def _next_code(session: Session, reported_at: dt.datetime) -> str:
     """The next case number of the local day: AJ + yyyymmdd + a 6-digit serial.
 
-    A transaction-scoped advisory lock per day serialises the (short) tail of concurrent reports
-    of one day, so two never read the same last number; numbers have no gaps.
+    The serial comes from the day's own sequence (migration 0005): no lock is held, so reports
+    never wait for each other; a report that rolls back leaves a gap in the day's numbers.
     """
     day = reported_at.astimezone(calendar().tz).date()
-    prefix = f"AJ{day:%Y%m%d}"
-    session.execute(text("SELECT pg_advisory_xact_lock(:cls, :day)"), {"cls": CODE_LOCK, "day": int(f"{day:%Y%m%d}")})
-    last = session.execute(
-        text("SELECT code FROM incident WHERE code >= :lo AND code < :hi AND code LIKE :like ORDER BY code DESC LIMIT 1"),
-        {"lo": prefix, "hi": f"AJ{day + dt.timedelta(days=1):%Y%m%d}", "like": prefix + "%"},
-    ).scalar()  # fmt: skip
-    serial = int(last[len(prefix) :]) + 1 if last and last[len(prefix) :].isdigit() else 1
-    return f"{prefix}{serial:06d}"
+    serial = session.execute(text("SELECT gridmap_case_serial(:day)"), {"day": day}).scalar_one()
+    return f"AJ{day:%Y%m%d}{serial:06d}"
+
+
+def ensure_case_sequences(session: Session, *, around: dt.datetime | None = None) -> None:
+    """Create yesterday's, today's and the next days' case sequences ahead of the first report."""
+    day = (around or _now()).astimezone(calendar().tz).date() - dt.timedelta(days=1)
+    session.execute(text("SELECT gridmap_ensure_case_sequences(:day, 4)"), {"day": day})
 
 
 def _outside_every_grid(session: Session, lon: float, lat: float, at: dt.datetime) -> InvalidInput:
@@ -675,6 +684,7 @@ def sla_tick(session: Session, *, now: dt.datetime | None = None) -> list[int]:
     transition are skipped and caught by the next tick.
     """
     now = _aware("now", now) or _now()
+    ensure_case_sequences(session, around=now)  # keep the next days' case numbers ready
     rows = session.execute(
         text(STATE_SQL + " WHERE i.status = ANY(:running) AND i.deadline_at < :now AND i.level <> :top "
              "ORDER BY i.deadline_at, i.id FOR UPDATE OF i SKIP LOCKED"),
