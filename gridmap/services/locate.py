@@ -152,18 +152,18 @@ class GridTable:
 
     # -- single point --------------------------------------------------------------------
     def locate(self, lon: float, lat: float, near_m: float = NEAR_M) -> dict[str, Any]:
-        x, y = self.frame.xy(lon, lat)
-        pt = shapely.Point(float(x), float(y))
-        hits = self.tree.query(pt, predicate="intersects")
+        pt = shapely.Point(lon * self.frame.kx, lat * M_PER_DEG_LAT)
+        # one tree query finds the grids within reach; the covering ones are among them
+        near = self.tree.query(pt, predicate="dwithin", distance=near_m)
+        hits = near[shapely.intersects(self.geoms[near], pt)] if len(near) else near
         if len(hits) == 0:
             raise self._outside(pt, lon, lat)
         k = int(hits[np.argmin(self.rank[hits])])
-        near = self.tree.query(pt, predicate="dwithin", distance=near_m)
-        neighbours = [int(n) for n in near if n != k]
-        dists = shapely.distance(self.geoms[neighbours], pt) if neighbours else []
-        return self._answer(k, float(shapely.distance(self.boundaries[k], pt)), near_m,
-                            sorted(((self.codes[n], self.names[n], float(d)) for n, d in zip(neighbours, dists, strict=True)),
-                                   key=lambda t: (t[2], t[0])))  # fmt: skip
+        others = near[near != k]
+        dists = shapely.distance(self.geoms[others], pt).tolist() if len(others) else []
+        neighbours = sorted(((self.codes[n], self.names[n], d) for n, d in zip(others.tolist(), dists, strict=True)),
+                            key=lambda t: (t[2], t[0]))  # fmt: skip
+        return self._answer(k, float(shapely.distance(self.boundaries[k], pt)), near_m, neighbours)
 
     def _outside(self, pt: shapely.Point, lon: float, lat: float) -> NotFound:
         if not len(self.geoms):
