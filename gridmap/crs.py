@@ -141,6 +141,13 @@ def outside_china_detail(lon: float, lat: float, crs: str) -> str:
     )
 
 
+def lonlat_in_range(lon: Any, lat: Any) -> NDArray[np.bool_]:
+    """Vectorised range rule of `check_lonlat`: finite, |lon| <= 180, |lat| <= 90 (NaN → False)."""
+    lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180) & (np.abs(lat) <= 90)
+
+
 def check_lonlat(lon: Any, lat: Any) -> tuple[float, float]:
     """Refuse a longitude/latitude that is not a finite number in range; return them as floats.
 

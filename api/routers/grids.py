@@ -8,26 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import SessionDep
-from gridmap.errors import InvalidInput
 from gridmap.services import grids as svc
 
 router = APIRouter(prefix="/v1", tags=["grids"])
-
-
-def parse_bbox(bbox: str | None) -> tuple[float, float, float, float] | None:
-    if bbox is None:
-        return None
-    try:
-        minx, miny, maxx, maxy = (float(v) for v in bbox.split(","))
-    except ValueError:
-        raise InvalidInput("Invalid value for parameter bbox: expected minlon,minlat,maxlon,maxlat") from None
-    if not (-180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90):
-        raise InvalidInput("Invalid value for parameter bbox: longitudes must lie in [-180, 180], latitudes in [-90, 90]")
-    if minx >= maxx:
-        raise InvalidInput("Invalid value for parameter bbox: minlon must be less than maxlon")
-    if miny >= maxy:
-        raise InvalidInput("Invalid value for parameter bbox: minlat must be less than maxlat")
-    return minx, miny, maxx, maxy
 
 
 AtQuery = Annotated[dt.datetime | None, Query(description="ISO 8601 time with zone; default now")]
@@ -41,7 +24,7 @@ def list_grids(
     bbox: Annotated[str | None, Query(description="minlon,minlat,maxlon,maxlat")] = None,
     limit: Annotated[int, Query(description=f"at most {svc.MAX_FEATURES}")] = 1000,
 ) -> dict:
-    return svc.list_grids(session, at=at, area=area, bbox=parse_bbox(bbox), limit=limit)
+    return svc.list_grids(session, at=at, area=area, bbox=svc.parse_bbox(bbox), limit=limit)
 
 
 @router.get("/grids/{code}", summary="One grid version in force at a moment")

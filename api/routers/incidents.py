@@ -15,11 +15,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import SessionDep
-from api.routers.grids import parse_bbox
 from gridmap import workflow
 from gridmap.errors import InvalidInput, PreconditionFailed, PreconditionRequired
 from gridmap.services import incidents as svc
 from gridmap.services import kpis as kpi_svc
+from gridmap.services.grids import parse_bbox
 
 router = APIRouter(prefix="/v1", tags=["incidents"])
 

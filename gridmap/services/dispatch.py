@@ -109,8 +109,9 @@ def ingest_positions(session: Session, *, staff_id: int, positions: list[dict[st
     lat = np.array([p["lat"] for p in positions], dtype=float)
     at = [p["at"] for p in positions]
     problems = []
-    for k, (x, y, t) in enumerate(zip(lon, lat, at, strict=True)):
-        if not (np.isfinite(x) and np.isfinite(y) and abs(x) <= 180 and abs(y) <= 90):
+    in_range = crs_mod.lonlat_in_range(lon, lat)
+    for k, t in enumerate(at):
+        if not in_range[k]:
             problems.append(f"positions[{k}]: lon must lie in [-180, 180] and lat in [-90, 90]")
         elif t.tzinfo is None:
             problems.append(f"positions[{k}].at: give a time zone, e.g. 2026-11-23T10:00:00+08:00")

@@ -31,6 +31,23 @@ JOIN admin_area d ON d.id = s.parent_id
 """
 
 
+def parse_bbox(bbox: str | None) -> tuple[float, float, float, float] | None:
+    """minlon,minlat,maxlon,maxlat from a query string, or a clear error."""
+    if bbox is None:
+        return None
+    try:
+        minx, miny, maxx, maxy = (float(v) for v in bbox.split(","))
+    except ValueError:
+        raise InvalidInput("Invalid value for parameter bbox: expected minlon,minlat,maxlon,maxlat") from None
+    if not (-180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90):
+        raise InvalidInput("Invalid value for parameter bbox: longitudes must lie in [-180, 180], latitudes in [-90, 90]")
+    if minx >= maxx:
+        raise InvalidInput("Invalid value for parameter bbox: minlon must be less than maxlon")
+    if miny >= maxy:
+        raise InvalidInput("Invalid value for parameter bbox: minlat must be less than maxlat")
+    return minx, miny, maxx, maxy
+
+
 def _at(at: dt.datetime | None) -> dt.datetime:
     if at is None:
         return dt.datetime.now(dt.UTC)

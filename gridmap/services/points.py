@@ -39,8 +39,7 @@ def parse_points(body: bytes, content_type: str, crs: str | None) -> tuple[np.nd
     reason = np.full(len(ids), "", dtype=object)
     finite = np.isfinite(lon) & np.isfinite(lat)
     reason[~finite] = "lon and lat must be numbers"
-    out_of_range = finite & ((np.abs(lon) > 180) | (np.abs(lat) > 90))
-    reason[out_of_range] = "lon must lie in [-180, 180] and lat in [-90, 90]"
+    reason[finite & ~crs_mod.lonlat_in_range(lon, lat)] = "lon must lie in [-180, 180] and lat in [-90, 90]"
     ok = reason == ""
     lon84 = np.full(len(ids), np.nan)
     lat84 = np.full(len(ids), np.nan)
