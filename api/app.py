@@ -76,6 +76,8 @@ def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
             ensure_case_sequences(session)
         yield
         app.state.grid_index.close()
+        if getattr(app.state, "reports", None) is not None:
+            app.state.reports.close()
         if own:
             app.state.engine.dispose()
 

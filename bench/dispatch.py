@@ -92,6 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--only", choices=("create", "single", "batch"), help="measure one part, print it, write no results")
     args = ap.parse_args()
     for tool in ("wrk",):
         if not shutil.which(tool):
@@ -150,7 +151,7 @@ def main() -> None:
                "SELECT g.id, g.code FROM grid g, bench_point p WHERE p.i = :i AND g.valid_to IS NULL "
                "AND ST_Covers(g.geom, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)) ORDER BY g.code LIMIT 1;\n")  # fmt: skip
         single: dict = {}
-        for clients in (1, 16):
+        for clients in (1, 16) if args.only in (None, "single") else ():
             httpx.get(base + "/v1/locate", params={"lon": pts[0][0], "lat": pts[0][1]})  # warm
             single[f"c{clients}"] = {
                 "trivial": wrk(base + "/v1/ping", clients, args.seconds),
@@ -159,6 +160,13 @@ def main() -> None:
             }
             print(clients, single[f"c{clients}"], flush=True)
         results["single"] = single
+        if args.only == "create":
+            trivial = wrk(base + "/v1/ping", 16, args.seconds)
+            create = {f"c{c}": wrk(base, c, args.seconds, tmp / "create.lua") for c in (1, 16)}
+            print({"trivial_c16": trivial, **create, "ratio_c16": round(create["c16"]["rps"] / trivial["rps"], 3)}, flush=True)
+            return
+        if args.only == "single":
+            return
         # batch: 100,000 points, CSV in and out, against STRtree.query in bulk here
         rng = np.random.default_rng(5)
         pick = pts[rng.integers(len(pts), size=100_000)] + rng.normal(0, 0.0005, (100_000, 2))
@@ -188,6 +196,8 @@ def main() -> None:
                             "strtree_points_per_s": round(ref_rate), "ratio": round(batch_rate / ref_rate, 3),
                             "api_median_s": round(float(np.median(times)), 3)}  # fmt: skip
         print(results["batch"], flush=True)
+        if args.only == "batch":
+            return
         try:
             create = {f"c{c}": wrk(base, c, args.seconds, tmp / "create.lua") for c in (1, 16)}
         except subprocess.CalledProcessError as exc:

@@ -43,6 +43,10 @@ class ApiSettings(BaseSettings):
     port: int = 8000
     secret_key: str = "dev-only-secret-change-me"
     max_body_bytes: int = 20 * 1024 * 1024
+    # incident reports are written in batches (gridmap.batching): concurrent transactions per
+    # API process, and the most reports one transaction takes
+    report_writers: int = Field(2, ge=1, le=32)
+    report_batch: int = Field(64, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> ApiSettings:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from gridmap import workflow
 from gridmap.errors import Conflict, InvalidInput, PreconditionFailed
 from gridmap.services import incidents as svc
+from gridmap.services import reports
 from gridmap.services.kpis import kpis
 from gridmap.workcal import CalendarSettings, WorkCalendar, calendar
 
@@ -89,8 +90,8 @@ def city(db: Session) -> City:
 
 def report(db: Session, *, at: dt.datetime = T0, category: str = "0102", severity: int = 2,
            point: tuple[float, float] = IN_A1, **kw: object) -> dict:  # fmt: skip
-    return svc.create_incident(db, category=category, source="hotline", lon=point[0], lat=point[1],
-                               severity=severity, reported_at=at, now=at, **kw)  # type: ignore[arg-type]  # fmt: skip
+    return reports.create_incident(db, category=category, source="hotline", lon=point[0], lat=point[1],
+                                   severity=severity, reported_at=at, now=at, **kw)  # type: ignore[arg-type]  # fmt: skip
 
 
 def act(db: Session, incident: dict, action: str, *, at: dt.datetime, **kw: object) -> dict:

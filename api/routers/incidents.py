@@ -7,24 +7,27 @@ error is a GridmapError or a validation error, turned into problem+json by api.p
 from __future__ import annotations
 
 import datetime as dt
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import SessionDep
 from gridmap import workflow
+from gridmap.batching import Batcher
 from gridmap.errors import InvalidInput, PreconditionFailed, PreconditionRequired
 from gridmap.services import incidents as svc
 from gridmap.services import kpis as kpi_svc
+from gridmap.services import reports
 from gridmap.services.grids import parse_bbox
+from gridmap.settings import api_settings
 
 router = APIRouter(prefix="/v1", tags=["incidents"])
 
 GEOJSON = "application/geo+json"
-ANONYMOUS = "anonymous"
 
 CrsQuery = Annotated[str | None, Query(description="output coordinates: EPSG:4326 (default), EPSG:4490, GCJ02, BD09")]
 ActorHeader = Annotated[
@@ -90,14 +93,26 @@ def etag(version: int) -> str:
     return f'"{version}"'
 
 
+def report_batcher(app: FastAPI) -> Batcher[reports.ReportRequest, reports.Outcome]:
+    """The app's report writer: concurrent reports share transactions (gridmap.batching)."""
+    batcher = getattr(app.state, "reports", None)
+    if batcher is None:
+        settings = api_settings()
+        batcher = app.state.reports = Batcher(
+            partial(reports.write_reports, app.state.engine),
+            writers=settings.report_writers, max_batch=settings.report_batch, name="reports",
+        )  # fmt: skip
+    return batcher
+
+
 @router.post(
     "/incidents",
     status_code=201,
     summary="Report an incident (上报案件); honours Idempotency-Key",
     response_description="the incident as a GeoJSON Feature with `duplicates`: open cases of the same category within 50 m and 24 h",
 )  # fmt: skip
-def create_incident(
-    session: SessionDep,
+async def create_incident(
+    request: Request,
     payload: IncidentIn,
     idempotency_key: Annotated[
         str | None,
@@ -108,27 +123,18 @@ def create_incident(
     ] = None,
     actor: ActorHeader = None,
 ) -> JSONResponse:
-    reporter = actor_id(actor)
-
-    def run() -> dict[str, Any]:
-        return svc.create_incident(
-            session, category=payload.category, source=payload.source, lon=payload.lon, lat=payload.lat,
-            crs=payload.crs, severity=payload.severity, title=payload.title, description=payload.description,
-            address=payload.address, reported_at=payload.reported_at, reporter_id=reporter,
-        )  # fmt: skip
-
-    headers: dict[str, str] = {}
-    if idempotency_key is None:
-        status, body = 201, run()
-    else:
-        body_json = payload.model_dump(mode="json", exclude_unset=True)  # the fields the client sent
-        answer = svc.idempotent(session, caller=client_id or ANONYMOUS, key=idempotency_key, body=body_json, run=run)
-        status, body = answer.status, answer.body
-        if answer.replayed:
-            headers["Idempotent-Replayed"] = "true"
-    headers["Location"] = f"/v1/incidents/{body['id']}"
-    headers["ETag"] = etag(body["properties"]["version"])
-    return JSONResponse(body, status_code=status, headers=headers, media_type=GEOJSON)
+    report = reports.ReportRequest(
+        **payload.model_dump(), reporter_id=actor_id(actor), key=idempotency_key,
+        caller=client_id if client_id is not None else reports.ANONYMOUS,
+        body=payload.model_dump(mode="json", exclude_unset=True) if idempotency_key is not None else None,
+    )  # fmt: skip
+    outcome = await report_batcher(request.app).submit(report)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    headers = {"Location": f"/v1/incidents/{outcome.body['id']}", "ETag": etag(outcome.body["properties"]["version"])}
+    if outcome.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(outcome.body, status_code=outcome.status, headers=headers, media_type=GEOJSON)
 
 
 @router.get("/incidents", summary="Incidents as GeoJSON, newest first, with filters and stable pages (案件列表)")

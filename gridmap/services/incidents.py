@@ -10,12 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,19 +22,11 @@ from sqlalchemy.orm import Session
 
 from gridmap import crs as crs_mod
 from gridmap import vocab, workflow
-from gridmap.errors import Conflict, InvalidInput, NotFound, PreconditionFailed
-from gridmap.services.locate import grid_at
+from gridmap.errors import InvalidInput, NotFound, PreconditionFailed
 from gridmap.workcal import calendar
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
-DUPLICATE_RADIUS_M = 50.0
-DUPLICATE_WINDOW = dt.timedelta(hours=24)
-MAX_DUPLICATES = 20
-IDEMPOTENCY_TTL = dt.timedelta(hours=24)
-MAX_KEY_LENGTH = 255
-REPORT_FUTURE_SKEW = dt.timedelta(minutes=5)  # clocks of phones and hotline systems drift
-EARLIEST_REPORT = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 TEXT_LIMITS = {"title": 200, "description": 4000, "address": 500, "note": 4000}
 BIGINT_MAX = 2**63 - 1
 INT_MAX = 2**31 - 1
@@ -101,59 +91,6 @@ EVENTS_SQL = text(
     WHERE e.incident_id = :id ORDER BY e.seq
     """
 )
-
-# likely duplicates: open, same category, within the radius and the time window. The bbox test
-# on the expanded constant uses the GiST index; the geography test is the exact one.
-DUPLICATES_SQL = text(
-    """
-    WITH p AS (SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS g)
-    SELECT json_build_object('id', i.id, 'code', i.code, 'status', i.status,
-      'category', i.category_code, 'reported_at', i.reported_at, 'grid_code', i.grid_code,
-      'distance_m', round(ST_Distance(i.geom::geography, p.g::geography)::numeric, 1))
-    FROM incident i, p
-    WHERE i.id <> :id AND i.category_code = :category AND i.status = ANY(:open)
-      AND i.reported_at >= :t0 AND i.reported_at <= :t1
-      AND i.geom && ST_Expand(p.g, :dlon, :dlat)
-      AND ST_DWithin(i.geom::geography, p.g::geography, :radius)
-    ORDER BY ST_Distance(i.geom::geography, p.g::geography), i.reported_at DESC, i.id
-    LIMIT :max
-    """
-)
-
-# the nearest grid in force (KNN on the GiST index), for the "outside every grid" message
-NEAREST_GRID_SQL = text(
-    """
-    WITH p AS (SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326) AS g)
-    SELECT g.code, g.name, ST_Distance(g.geom::geography, p.g::geography) AS distance_m
-    FROM grid g, p
-    WHERE g.valid_from <= :at AND (g.valid_to IS NULL OR g.valid_to > :at)
-    ORDER BY g.geom <-> p.g
-    LIMIT 1
-    """
-)
-
-INSERT_INCIDENT_SQL = text(
-    """
-    INSERT INTO incident (code, category_code, severity, source, status, level, title, description,
-      address, geom, grid_id, grid_code, reporter_id, reported_at, version)
-    VALUES (:code, :category, :severity, :source, :status, :level, :title, :description, :address,
-      ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :grid_id, :grid_code, :reporter_id, :reported_at, :version)
-    RETURNING id
-    """
-)
-
-# claim a key; a key older than the TTL is taken over. A concurrent twin blocks here on the
-# primary key until the first transaction ends, then sees its row.
-CLAIM_KEY_SQL = text(
-    """
-    INSERT INTO idempotency_key AS k (caller, key, request_hash) VALUES (:caller, :key, :hash)
-    ON CONFLICT (caller, key) DO UPDATE
-      SET request_hash = EXCLUDED.request_hash, status_code = NULL, response = NULL, created_at = now()
-      WHERE k.created_at < now() - make_interval(secs => :ttl)
-    RETURNING 1
-    """
-)
-
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -438,37 +375,14 @@ def list_incidents(
 
 
 # ---------------------------------------------------------------------------------------------
-# reporting
+# case numbers and notifications (reporting itself is in gridmap.services.reports)
 # ---------------------------------------------------------------------------------------------
-
-
-def _next_code(session: Session, reported_at: dt.datetime) -> str:
-    """The next case number of the local day: AJ + yyyymmdd + a 6-digit serial.
-
-    The serial comes from the day's own sequence (migration 0005): no lock is held, so reports
-    never wait for each other; a report that rolls back leaves a gap in the day's numbers.
-    """
-    day = reported_at.astimezone(calendar().tz).date()
-    serial = session.execute(text("SELECT gridmap_case_serial(:day)"), {"day": day}).scalar_one()
-    return f"AJ{day:%Y%m%d}{serial:06d}"
 
 
 def ensure_case_sequences(session: Session, *, around: dt.datetime | None = None) -> None:
     """Create yesterday's, today's and the next days' case sequences ahead of the first report."""
     day = (around or _now()).astimezone(calendar().tz).date() - dt.timedelta(days=1)
     session.execute(text("SELECT gridmap_ensure_case_sequences(:day, 4)"), {"day": day})
-
-
-def _outside_every_grid(session: Session, lon: float, lat: float, at: dt.datetime) -> InvalidInput:
-    near = session.execute(NEAREST_GRID_SQL, {"lon": lon, "lat": lat, "at": at}).first()
-    where = f"The point ({lon:.6f}, {lat:.6f}) lies outside every grid in force"
-    if near is None:
-        return InvalidInput(f"{where}: no grid is in force at {at.isoformat()}")
-    dist = round(float(near.distance_m))
-    return InvalidInput(
-        f"{where}; the nearest grid is {near.code} ({near.name}), {dist:,} m away",
-        nearest_grid=near.code, distance_m=dist,
-    )  # fmt: skip
 
 
 def _notify(session: Session, payload: Mapping[str, Any]) -> None:
@@ -483,133 +397,6 @@ def _append_event(session: Session, incident_id: int, event: workflow.Event) -> 
         "at": event.at, "note": event.note,
         "data": json.dumps(event.data, ensure_ascii=False) if event.data else None,
     })  # fmt: skip
-
-
-def create_incident(
-    session: Session,
-    *,
-    category: str,
-    source: str,
-    lon: float,
-    lat: float,
-    crs: str | None = None,
-    severity: int = 2,
-    title: str | None = None,
-    description: str | None = None,
-    address: str | None = None,
-    reported_at: dt.datetime | None = None,
-    reporter_id: int | None = None,
-    now: dt.datetime | None = None,
-) -> dict[str, Any]:
-    """Report an incident: the grid responsible at report time, a case number, the `report` event.
-
-    Returns the incident as a GeoJSON Feature with a `duplicates` member: open incidents of the
-    same category within 50 m and 24 hours, nearest first.
-    """
-    now = now or _now()
-    cat = _category(session, category)
-    if not cat["active"]:
-        raise InvalidInput(f"Category {cat['code']!r} ({cat['name_zh']}) is no longer in use; choose another")
-    _severity(severity)
-    _choice("source", source, vocab.INCIDENT_SOURCES)
-    wlon, wlat = point_to_wgs84(lon, lat, crs)
-    when = _aware("reported_at", reported_at) or now
-    if when > now + REPORT_FUTURE_SKEW:
-        raise InvalidInput("Invalid value for parameter reported_at: lies in the future")
-    if when < EARLIEST_REPORT:
-        raise InvalidInput("Invalid value for parameter reported_at: earlier than 2000-01-01")
-    texts = {"title": _text("title", title), "description": _text("description", description),
-             "address": _text("address", address)}  # fmt: skip
-    _check_actor(session, reporter_id)
-    grid = grid_at(session, lon=wlon, lat=wlat, at=when)
-    if grid is None:
-        raise _outside_every_grid(session, wlon, wlat, when)
-    step = workflow.apply(None, "report", at=when, actor_id=reporter_id, note="上报 reported")
-    code = _next_code(session, when)  # last: the day's lock is held only to the commit
-    incident_id = session.execute(INSERT_INCIDENT_SQL, {
-        "code": code, "category": cat["code"], "severity": severity, "source": source,
-        "status": step.state.status, "level": step.state.level, **texts, "lon": wlon, "lat": wlat,
-        "grid_id": grid.id, "grid_code": grid.code, "reporter_id": reporter_id,
-        "reported_at": step.state.reported_at, "version": step.state.version,
-    }).scalar_one()  # fmt: skip
-    _append_event(session, incident_id, step.event)
-    _notify(session, {"id": incident_id, "code": code, "action": "report", "status": step.state.status,
-                      "level": step.state.level, "grid_code": grid.code})  # fmt: skip
-    feature = _feature(session, incident_id, now)
-    feature["duplicates"] = duplicates(session, incident_id=incident_id, category=cat["code"], lon=wlon, lat=wlat, at=when)
-    return feature
-
-
-def duplicates(session: Session, *, incident_id: int, category: str, lon: float, lat: float, at: dt.datetime) -> list[dict[str, Any]]:
-    """Open incidents of `category` within 50 m and 24 h (before or after) of a WGS84 point."""
-    dlat = DUPLICATE_RADIUS_M / 110_000 * 1.05
-    dlon = min(DUPLICATE_RADIUS_M / (111_000 * max(math.cos(math.radians(lat)), 1e-6)) * 1.05, 360.0)
-    rows = session.execute(DUPLICATES_SQL, {
-        "id": incident_id, "category": category, "open": list(vocab.OPEN_STATUSES),
-        "t0": at - DUPLICATE_WINDOW, "t1": at + DUPLICATE_WINDOW, "lon": lon, "lat": lat,
-        "dlon": dlon, "dlat": dlat, "radius": DUPLICATE_RADIUS_M, "max": MAX_DUPLICATES,
-    }).scalars()  # fmt: skip
-    return [dict(r) for r in rows]
-
-
-# ---------------------------------------------------------------------------------------------
-# idempotency
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    body: dict[str, Any]
-    replayed: bool  # True when this is the stored answer to an earlier request with the key
-
-
-def request_hash(body: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of a request body (sorted keys, no spaces, UTF-8)."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def idempotent(
-    session: Session,
-    *,
-    caller: str,
-    key: str,
-    body: Mapping[str, Any],
-    run: Callable[[], dict[str, Any]],
-    status: int = 201,
-) -> Answer:
-    """Run `run` once per (caller, key): a repeat with the same body gets the stored answer.
-
-    The claim is made in the caller's transaction before the work, so a concurrent twin waits
-    on the key's primary key until the first commits (then gets its answer) or rolls back (then
-    runs itself). Failed requests roll back their claim: only successful answers are kept.
-    """
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise InvalidInput(f"Invalid value for header Idempotency-Key: 1 to {MAX_KEY_LENGTH} printable characters")
-    if not caller or len(caller) > MAX_KEY_LENGTH or not caller.isprintable():
-        raise InvalidInput(f"Invalid value for header X-Client-Id: 1 to {MAX_KEY_LENGTH} printable characters")
-    digest = request_hash(body)
-    params = {"caller": caller, "key": key, "hash": digest, "ttl": IDEMPOTENCY_TTL.total_seconds()}
-    if session.execute(CLAIM_KEY_SQL, params).first() is None:
-        row = session.execute(
-            text("SELECT request_hash, status_code, response FROM idempotency_key WHERE caller = :caller AND key = :key"),
-            params,
-        ).one()  # fmt: skip
-        if row.request_hash != digest:
-            raise InvalidInput(
-                f"Idempotency-Key {key!r} was already used with a different request body; "
-                "send a new key for a new request"
-            )
-        if row.status_code is None:  # cannot be seen once committed; defensive
-            raise Conflict(f"A request with Idempotency-Key {key!r} is still being processed; retry shortly")
-        return Answer(int(row.status_code), dict(row.response), True)
-    result = run()
-    session.execute(
-        text("UPDATE idempotency_key SET status_code = :s, response = CAST(:r AS jsonb) WHERE caller = :caller AND key = :key"),
-        {**params, "s": status, "r": json.dumps(result, ensure_ascii=False)},
-    )  # fmt: skip
-    return Answer(status, result, False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,15 +36,20 @@ NEAR_M = 30.0  # default distance within which a neighbouring grid is reported
 M_PER_DEG_LAT = 110_574.0
 M_PER_DEG_LON_EQ = 111_320.0
 
-# grid versions in force at :at, covering the point (boundary included), lowest code first
-GRID_AT_SQL = text(
+def covering_grid_sql(point: str, at: str) -> str:
+    """SELECT id, code of the grid version responsible for `point` at `at` (SQL expressions).
+
+    The rule of this module in SQL: among the grid versions in force at `at` whose closed
+    polygon covers the point, the one with the lowest code. Reporting uses it as a LATERAL
+    subquery so that a whole batch is looked up in one statement.
     """
+    return f"""
     SELECT g.id, g.code FROM grid g
-    WHERE ST_Covers(g.geom, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326))
-      AND g.valid_from <= :at AND (g.valid_to IS NULL OR g.valid_to > :at)
+    WHERE ST_Covers(g.geom, {point})
+      AND g.valid_from <= {at} AND (g.valid_to IS NULL OR g.valid_to > {at})
     ORDER BY g.code LIMIT 1
     """
-)
+
 
 GRIDS_SQL = """
 SELECT g.id, g.code, g.name, g.kind, g.valid_from, c.code, c.name, s.code, s.name, d.code, d.name,
@@ -66,19 +71,6 @@ STAFF_SQL = text(
     ORDER BY st.role DESC, st.id
     """
 )
-
-
-@dataclass(frozen=True)
-class GridRef:
-    id: int  # the grid version
-    code: str
-
-
-def grid_at(session: Session, *, lon: float, lat: float, at: dt.datetime | None = None) -> GridRef | None:
-    """The grid version responsible for a WGS84 point at `at` (default now), exactly, from the database."""
-    when = at or dt.datetime.now(dt.UTC)
-    row = session.execute(GRID_AT_SQL, {"lon": lon, "lat": lat, "at": when}).first()
-    return GridRef(int(row[0]), str(row[1])) if row else None
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,12 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
 from api import problems
-from api.routers.incidents import router
+from api.routers.incidents import report_batcher, router
 from gridmap import crs as crs_mod
 from gridmap import migrate, workflow
 from gridmap.errors import GridmapError, PreconditionFailed
 from gridmap.services import incidents as svc
+from gridmap.services import reports
 from tests.conftest import drop_database, make_database
 from tests.test_workflow import COMMUNITY_A, GRID_A1, GRID_A2, IN_A1, STREET, City, build_city
 
@@ -231,13 +232,13 @@ def test_concurrent_twins_with_one_key_make_one_incident(world: World) -> None:
     key, title = f"twin-{uuid.uuid4()}", f"twin-{uuid.uuid4()}"
     request = body(title=title)
 
-    def attempt(s: Session) -> svc.Answer:
-        return svc.idempotent(s, caller="twins", key=key, body=request,
-                              run=lambda: svc.create_incident(s, category="0102", source="hotline", lon=IN_A1[0],
-                                                              lat=IN_A1[1], title=title))  # fmt: skip
+    def attempt(s: Session) -> reports.Outcome:
+        return reports.create_incidents(s, [reports.ReportRequest(
+            category="0102", source="hotline", lon=IN_A1[0], lat=IN_A1[1], title=title, key=key, caller="twins",
+            body=request)])[0]  # fmt: skip
 
     a, b, waited = run_twins(world.engine, attempt, attempt)
-    assert isinstance(a, svc.Answer) and isinstance(b, svc.Answer), (a, b)
+    assert isinstance(a, reports.Answer) and isinstance(b, reports.Answer), (a, b)
     assert (a.replayed, b.replayed) == (False, True)
     assert a.body == b.body
     assert waited > HOLD / 2  # the twin waited on the key until the first committed
@@ -259,6 +260,26 @@ def test_concurrent_posts_through_the_api(world: World) -> None:
     assert [r.status_code for r in results] == [201] * 4
     assert len({json.dumps(r.json(), sort_keys=True) for r in results}) == 1
     assert count(world.engine, "SELECT count(*) FROM incident WHERE title = :t", t=title) == 1
+
+
+def test_concurrent_reports_share_transactions(world: World) -> None:
+    tag = f"burst-{uuid.uuid4()}"
+    results: list[Any] = []
+
+    def post(i: int) -> None:
+        results.append(world.client.post("/v1/incidents", json=body(title=f"{tag}-{i}")))
+
+    batcher = report_batcher(world.client.app)  # type: ignore[arg-type]
+    batches, items = batcher.batches, batcher.items
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert [r.status_code for r in results] == [201] * 24
+    assert len({r.json()["properties"]["code"] for r in results}) == 24
+    assert batcher.items - items == 24 and batcher.batches - batches < 24  # some reports shared a commit
+    assert count(world.engine, "SELECT count(*) FROM incident WHERE title LIKE :t", t=f"{tag}-%") == 24
 
 
 # ---------------------------------------------------------------------------------------------
