@@ -72,7 +72,7 @@ def wrk(url: str, clients: int, seconds: int, script: Path | None = None) -> dic
 
 
 def pgbench(url: str, script: str, clients: int, seconds: int, tmp: Path) -> dict:
-    u = httpx.URL(url.replace("postgresql+psycopg2", "postgresql"))
+    u = httpx.URL(url.replace("postgresql+psycopg", "postgresql"))
     env = {**os.environ, "PGPASSWORD": u.password or ""}
     path = tmp / "locate.sql"
     path.write_text(script)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
@@ -58,3 +60,10 @@ def check_connection(engine: Engine, *, require_postgis: bool = True) -> dict[st
     if postgis is None and require_postgis:
         raise SetupError("the PostGIS extension is not installed in this database", hint="run `gridmap migrate`")
     return {"postgresql": str(pg), "postgis": str(postgis)}
+
+
+def copy_in(dbapi_connection: Any, sql: str, buffer: io.StringIO) -> None:
+    """COPY … FROM STDIN from a text buffer through a psycopg 3 connection, 1 MiB at a time."""
+    with dbapi_connection.cursor() as cursor, cursor.copy(sql) as copy:
+        while data := buffer.read(1 << 20):
+            copy.write(data)

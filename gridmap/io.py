@@ -31,7 +31,6 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import psycopg
-import psycopg2
 import pyogrio
 import shapely
 from pyproj import CRS
@@ -42,6 +41,7 @@ from sqlalchemy.orm import Session
 
 from gridmap import vocab
 from gridmap.crs import SHIFTED_CRS, STORAGE_SRID, from_wgs84, outside_china, shifted_crs, to_wgs84
+from gridmap.db import copy_in
 from gridmap.errors import InvalidInput
 
 LayerName = Literal["admin-areas", "grids", "buildings"]
@@ -1193,7 +1193,7 @@ def import_frame(
             savepoint.commit()
         else:
             savepoint.rollback()  # drops the staging table too
-    except (DBAPIError, psycopg2.Error, psycopg.Error) as exc:  # COPY raises driver errors
+    except (DBAPIError, psycopg.Error) as exc:  # COPY raises driver errors
         savepoint.rollback()
         raise InvalidInput(
             f"the database refused the import, nothing was written: {_db_reason(exc)}"
@@ -1253,21 +1253,10 @@ def _stage(session: Session, layer: LayerName, rows: pd.DataFrame, step: Progres
             date_format="%Y-%m-%dT%H:%M:%S.%f%z",
         )
         buffer.seek(0)
-        _copy(driver, copy_sql, buffer)
+        copy_in(driver, copy_sql, buffer)
         step("loading into staging table", min(start + COPY_CHUNK_ROWS, total), total)
     session.execute(text(f"ANALYZE {name}"))
     return name
-
-
-def _copy(driver: Any, sql: str, buffer: _stdio.StringIO) -> None:
-    """COPY through psycopg2 (`copy_expert`) or psycopg 3 (`cursor.copy`)."""
-    with driver.cursor() as cursor:
-        if hasattr(cursor, "copy_expert"):
-            cursor.copy_expert(sql, buffer)
-        else:
-            with cursor.copy(sql) as copy:
-                while data := buffer.read(1 << 20):
-                    copy.write(data)
 
 
 def _insert(

@@ -39,7 +39,7 @@ class ClusterState:
     socket_dir: str
     port_fixed: bool = False
 
-    def url(self, database: str = DB_NAME, driver: str = "psycopg2") -> str:
+    def url(self, database: str = DB_NAME, driver: str = "psycopg") -> str:
         return f"postgresql+{driver}://{DB_USER}:{self.password}@127.0.0.1:{self.port}/{database}"
 
 
@@ -313,16 +313,31 @@ class Cluster:
         self.state_file.unlink(missing_ok=True)
 
 
-def database_url(database: str | None = None, driver: str = "psycopg2") -> str:
-    """The URL every command uses: GRIDMAP_DATABASE_URL, or the own cluster's."""
+def database_url(database: str | None = None, driver: str = "psycopg") -> str:
+    """The URL every command uses: GRIDMAP_DATABASE_URL, or the own cluster's.
+
+    gridmap talks to PostgreSQL through psycopg 3 (server-side prepared statements for the
+    hot paths); a URL written for libpq (postgresql://, postgres://) or for psycopg2 is read
+    as the same server through psycopg 3.
+    """
     settings = db_settings()
     if settings.database_url:
-        url = settings.database_url
-        if database:
-            from sqlalchemy.engine import make_url
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
 
-            url = make_url(url).set(database=database).render_as_string(hide_password=False)
-        return url
+        raw = settings.database_url
+        if raw.startswith("postgres://"):
+            raw = "postgresql://" + raw.removeprefix("postgres://")
+        try:
+            url = make_url(raw)
+        except ArgumentError:
+            raise SetupError(f"GRIDMAP_DATABASE_URL is not a database URL: {raw[:60]!r}",
+                             hint="e.g. postgresql://user:password@host:5432/gridmap") from None  # fmt: skip
+        if url.drivername in ("postgresql", "postgresql+psycopg2"):
+            url = url.set(drivername=f"postgresql+{driver}")
+        if database:
+            url = url.set(database=database)
+        return url.render_as_string(hide_password=False)
     state = Cluster(settings).state()
     if state is None:
         raise SetupError(

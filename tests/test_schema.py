@@ -16,8 +16,8 @@ def community(db: Session) -> int:
     for code, level, parent in [("349999", "district", None), ("349999001", "street", 0), ("349999001001", "community", 1)]:
         ids.append(
             db.execute(
-                text("INSERT INTO admin_area (code, level, name, parent_id, geom) VALUES (:c, :l, :c, :p, ST_GeomFromText(:g, 4326)) RETURNING id"),
-                {"c": code, "l": level, "p": ids[parent] if parent is not None else None, "g": SQUARE},
+                text("INSERT INTO admin_area (code, level, name, parent_id, geom) VALUES (:c, :l, :n, :p, ST_GeomFromText(:g, 4326)) RETURNING id"),
+                {"c": code, "l": level, "n": code, "p": ids[parent] if parent is not None else None, "g": SQUARE},
             ).scalar_one()
         )
     return ids[-1]

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine, text
 
 from gridmap.crs import metric_epsg_for, transformer
+from gridmap.db import copy_in
 from gridmap.demo import activity, people
 from gridmap.demo.city import SCALES, City, generate
 from gridmap.errors import InvalidInput, SetupError
@@ -60,12 +61,11 @@ def _ewkb(geoms: np.ndarray) -> np.ndarray:
 
 def _copy(raw, table: str, frame: pd.DataFrame, chunk: int = 250_000) -> None:  # type: ignore[no-untyped-def]
     cols = ", ".join(f'"{c}"' for c in frame.columns)
-    with raw.cursor() as cur:
-        for start in range(0, len(frame), chunk):
-            buf = io.StringIO()
-            frame.iloc[start : start + chunk].to_csv(buf, index=False, header=False, na_rep="")
-            buf.seek(0)
-            cur.copy_expert(f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
+    for start in range(0, len(frame), chunk):
+        buf = io.StringIO()
+        frame.iloc[start : start + chunk].to_csv(buf, index=False, header=False, na_rep="")
+        buf.seek(0)
+        copy_in(raw, f"COPY {table} ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
 
 
 def generate_frames(seed: int, scale_name: str, until: dt.datetime, categories: pd.DataFrame,

@@ -51,8 +51,8 @@ def locate_engine(database_url_for_tests: str) -> Iterator[Engine]:
         ids = {}
         for code, level, parent in [("349990", "district", None), ("349990001", "street", "349990"), (P, "community", "349990001")]:
             ids[code] = conn.execute(
-                text("INSERT INTO admin_area (code, level, name, parent_id, geom) VALUES (:c, :l, :c, :p, ST_GeomFromText(:g, 4326)) RETURNING id"),
-                {"c": code, "l": level, "p": ids.get(parent), "g": area},
+                text("INSERT INTO admin_area (code, level, name, parent_id, geom) VALUES (:c, :l, :n, :p, ST_GeomFromText(:g, 4326)) RETURNING id"),
+                {"c": code, "l": level, "n": code, "p": ids.get(parent), "g": area},
             ).scalar_one()
         for serial, wkt, vf, vt in GRIDS:
             conn.execute(
