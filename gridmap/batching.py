@@ -97,4 +97,8 @@ class Batcher(Generic[T, R]):
             return exc  # type: ignore[return-value]
 
     def close(self) -> None:
+        """Finish the running batches, then close `process` if it has a close()."""
         self._executor.shutdown(wait=True, cancel_futures=False)
+        closer = getattr(self.process, "close", None)
+        if callable(closer):
+            closer()

@@ -45,7 +45,7 @@ class ApiSettings(BaseSettings):
     max_body_bytes: int = 20 * 1024 * 1024
     # incident reports are written in batches (gridmap.batching): concurrent transactions per
     # API process, and the most reports one transaction takes
-    report_writers: int = Field(2, ge=1, le=32)
+    report_writers: int = Field(1, ge=1, le=32)
     report_batch: int = Field(64, ge=1, le=1000)
 
     @model_validator(mode="after")

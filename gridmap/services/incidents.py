@@ -33,8 +33,10 @@ INT_MAX = 2**31 - 1
 NOTIFY_CHANNEL = "gridmap_incidents"
 CODE_LENGTHS = {"district": 6, "street": 9, "community": 12, "grid": 15}
 
-FEATURE_SQL = """
-SELECT i.id, json_build_object(
+# an incident as a GeoJSON Feature, from a row `i` with the columns of `incident` and its
+# category `c`; reporting builds its answers with the same expression over rows not yet read
+# back, adding members of its own at /*members*/
+FEATURE_JSON = """json_build_object(
   'type', 'Feature', 'id', i.id,
   'geometry', ST_AsGeoJSON(i.geom, 7)::json,
   'properties', json_build_object(
@@ -50,8 +52,10 @@ SELECT i.id, json_build_object(
     'resolved_at', i.resolved_at, 'closed_at', i.closed_at,
     'overdue', coalesce(i.status IN ('dispatched', 'in_progress') AND i.deadline_at < :now, false),
     'rework_count', i.rework_count, 'escalation_count', i.escalation_count,
-    'version', i.version, 'is_synthetic', i.is_synthetic)) AS feature,
-  i.reported_at
+    'version', i.version, 'is_synthetic', i.is_synthetic)/*members*/)"""
+
+FEATURE_SQL = f"""
+SELECT i.id, {FEATURE_JSON} AS feature, i.reported_at
 FROM incident i JOIN category c ON c.code = i.category_code
 """
 
@@ -134,13 +138,15 @@ def _id(name: str, value: int | None, *, limit: int = INT_MAX) -> int | None:
 
 _CATEGORIES: dict[str, tuple[float, dict[str, Mapping[Any, Any]]]] = {}
 CATEGORY_TTL_S = 60.0  # the taxonomy is small and changes rarely: re-read it once a minute
+CATEGORY_MISS_S = 1.0  # an unknown code re-reads it at most once a second (a new category is seen soon)
 
 
 def _category(session: Session, code: str) -> Mapping[Any, Any]:
     code = _token("category", code, limit=16)
     key = str(session.get_bind().engine.url)  # one cache per database
     loaded_at, table = _CATEGORIES.get(key, (0.0, {}))
-    if code not in table or time.monotonic() - loaded_at > CATEGORY_TTL_S:
+    age = time.monotonic() - loaded_at
+    if age > CATEGORY_TTL_S or (code not in table and age > CATEGORY_MISS_S):
         rows = session.execute(
             text("SELECT code, name_zh, time_limit::float AS time_limit, time_unit, active FROM category")
         ).mappings().all()  # fmt: skip

@@ -6,16 +6,16 @@
    reports that fail get their own 422 and take no further part;
 2. claim the idempotency keys of the batch in one INSERT … ON CONFLICT (a key held by a
    concurrent transaction blocks here until that one ends, then shows its answer);
-3. one statement looks up the responsible grid of every point (the rule of
+3. one statement (REPORT_SQL) looks up the responsible grid of every point (the rule of
    `gridmap.services.locate`: the lowest code among the grids covering it, in force at the
-   report time), draws the case numbers, inserts the incidents and their `report` events and
-   notifies listeners;
-4. one statement reads every new incident back as a GeoJSON Feature together with its likely
-   duplicates (open, same category, within 50 m and 24 h, nearest first);
-5. one statement stores the answers under their keys.
+   report time), draws the case numbers, inserts the incidents and their `report` events,
+   builds each answer — the incident as a GeoJSON Feature with its likely duplicates (open,
+   same category, within 50 m and 24 h, nearest first, this batch included) — stores the
+   answers under their keys and notifies listeners.
 
-So a batch costs four or five round trips whatever its size. The API groups concurrent
-reports into batches (`gridmap.batching`); a single report is a batch of one.
+So a batch costs two round trips and a commit whatever its size, and the answer's JSON is
+made once, by PostgreSQL, and sent as is. The API groups concurrent reports into batches
+(`gridmap.batching`); a single report is a batch of one.
 """
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from gridmap import vocab, workflow
@@ -61,7 +64,7 @@ CLAIM_KEYS_SQL = text(
 
 STORED_SQL = text(
     """
-    SELECT k.caller, k.key, k.request_hash, k.status_code, k.response
+    SELECT k.caller, k.key, k.request_hash, k.status_code, k.response::text AS response
     FROM idempotency_key k JOIN json_to_recordset(CAST(:items AS json)) AS x(caller text, key text)
       ON k.caller = x.caller AND k.key = x.key
     """
@@ -86,81 +89,100 @@ NEAREST_GRID_SQL = text(
     """
 )
 
-STORE_ANSWERS_SQL = text(
-    """
-    UPDATE idempotency_key k SET status_code = x.status, response = x.response
-    FROM json_to_recordset(CAST(:items AS json)) AS x(caller text, key text, status int, response jsonb)
-    WHERE k.caller = x.caller AND k.key = x.key
-    """
-)
-
-# x: the reports that found their grid (the rule of gridmap.services.locate), each
-# with its id and case number drawn once (x is materialised); then the incident, its event and
-# the notification. Reports outside every grid are simply absent from the result.
-INSERT_SQL = text(
+# One statement writes a batch and answers it:
+#   x       the reports that found their grid (the rule of gridmap.services.locate), shaped as
+#           `incident` rows, with their ids and case numbers drawn once (materialised);
+#   ins, ev the incidents and their `report` events;
+#   answer  each incident as a Feature (incidents.FEATURE_JSON) with its likely duplicates:
+#           open cases of the same category within the radius and the time window, among the
+#           cases already stored and the other reports of this batch. Candidates come from the
+#           spatial index alone (OFFSET 0 keeps the other conditions out of that scan): a busy
+#           day or a common category holds tens of thousands of cases, the 100 m box a few;
+#   stored  the answers under their idempotency keys (claimed by the previous statement).
+# Reports outside every grid are absent from x, hence from the result.
+REPORT_SQL = text(
     """
     WITH r AS (
       SELECT * FROM json_to_recordset(CAST(:items AS json)) AS r(
         ord int, category text, severity int, source text, status text, level text, title text,
         description text, address text, lon float8, lat float8, reporter_id int, reported_at timestamptz,
-        day date, version int, seq int, action text, to_status text, note text)
+        day date, version int, seq int, action text, to_status text, note text, caller text, key text)
     ), x AS MATERIALIZED (
-      SELECT r.*, g.id AS grid_id, g.code AS grid_code, nextval('incident_id_seq') AS id,
-             gridmap_case_serial(r.day) AS serial
+      SELECT r.ord, r.caller, r.key, r.seq, r.action, r.to_status, r.note, r.day,
+             nextval('incident_id_seq') AS id, gridmap_case_serial(r.day) AS serial,
+             r.category AS category_code, r.severity, r.source, r.status, r.level, r.title, r.description,
+             r.address, ST_SetSRID(ST_MakePoint(r.lon, r.lat), 4326) AS geom, g.id AS grid_id,
+             g.code AS grid_code, NULL::int AS assignee_id, r.reporter_id, r.reported_at,
+             NULL::timestamptz AS registered_at, NULL::timestamptz AS dispatched_at,
+             NULL::timestamptz AS deadline_at, NULL::timestamptz AS resolved_at, NULL::timestamptz AS closed_at,
+             0 AS rework_count, 0 AS escalation_count, r.version, false AS is_synthetic
       FROM r CROSS JOIN LATERAL ({covering}) g
       ORDER BY r.ord
+    ), i AS MATERIALIZED (
+      SELECT x.*, 'AJ' || to_char(x.day, 'YYYYMMDD')
+               || CASE WHEN x.serial < 1000000 THEN lpad(x.serial::text, 6, '0') ELSE x.serial::text END AS code
+      FROM x
     ), ins AS (
       INSERT INTO incident (id, code, category_code, severity, source, status, level, title, description,
         address, geom, grid_id, grid_code, reporter_id, reported_at, version)
-      SELECT x.id, 'AJ' || to_char(x.day, 'YYYYMMDD') || CASE WHEN x.serial < 1000000
-               THEN lpad(x.serial::text, 6, '0') ELSE x.serial::text END,
-             x.category, x.severity, x.source, x.status, x.level, x.title, x.description, x.address,
-             ST_SetSRID(ST_MakePoint(x.lon, x.lat), 4326), x.grid_id, x.grid_code, x.reporter_id,
-             x.reported_at, x.version
-      FROM x
-      RETURNING id, code
+      SELECT id, code, category_code, severity, source, status, level, title, description, address, geom,
+             grid_id, grid_code, reporter_id, reported_at, version
+      FROM i
     ), ev AS (
       INSERT INTO incident_event (incident_id, seq, action, from_status, to_status, actor_id, at, note)
-      SELECT x.id, x.seq, x.action, NULL, x.to_status, x.reporter_id, x.reported_at, x.note FROM x
+      SELECT i.id, i.seq, i.action, NULL, i.to_status, i.reporter_id, i.reported_at, i.note FROM i
+    ), answer AS MATERIALIZED (
+      SELECT i.ord, i.id, i.caller, i.key, i.version, i.code, i.action, i.status, i.level, i.grid_code,
+             {feature} AS body
+      FROM i JOIN category c ON c.code = i.category_code
+      CROSS JOIN LATERAL (
+        SELECT coalesce(json_agg(json_build_object('id', o.id, 'code', o.code, 'status', o.status,
+                 'category', o.category_code, 'reported_at', o.reported_at, 'grid_code', o.grid_code,
+                 'distance_m', round(o.distance::numeric, 1)) ORDER BY o.distance, o.reported_at DESC, o.id),
+               '[]'::json) AS duplicates
+        FROM (
+          SELECT o.*, ST_Distance(o.geom::geography, i.geom::geography) AS distance
+          FROM (
+            SELECT e.id, e.code, e.status, e.category_code, e.reported_at, e.grid_code, e.geom
+            FROM (SELECT * FROM incident e WHERE e.geom && ST_Expand(i.geom,
+                    least(:radius / (111000 * greatest(cos(radians(ST_Y(i.geom))), 1e-6)) * 1.05, 360.0),
+                    :radius / 110000.0 * 1.05) OFFSET 0) e
+            UNION ALL
+            SELECT s.id, s.code, s.status, s.category_code, s.reported_at, s.grid_code, s.geom FROM i AS s
+          ) o
+          WHERE o.id <> i.id AND o.category_code = i.category_code AND o.status = ANY(:open)
+            AND o.reported_at >= i.reported_at - :window AND o.reported_at <= i.reported_at + :window
+            AND ST_DWithin(o.geom::geography, i.geom::geography, :radius)
+          ORDER BY distance, o.reported_at DESC, o.id
+          LIMIT :max) o
+      ) d
+    ), stored AS (
+      UPDATE idempotency_key k SET status_code = 201, response = a.body::jsonb
+      FROM answer a WHERE a.key IS NOT NULL AND k.caller = a.caller AND k.key = a.key
     )
-    SELECT x.ord, ins.id, pg_notify(:channel, json_build_object('id', ins.id, 'code', ins.code, 'action', x.action,
-             'status', x.status, 'level', x.level, 'grid_code', x.grid_code)::text)
-    FROM x JOIN ins ON ins.id = x.id
-    """.replace(
-        "{covering}",
-        covering_grid_sql("ST_SetSRID(ST_MakePoint(r.lon, r.lat), 4326)", "r.reported_at"),
-    )
+    SELECT a.ord, a.id, a.version, a.body::text,
+           pg_notify(:channel, json_build_object('id', a.id, 'code', a.code, 'action', a.action,
+             'status', a.status, 'level', a.level, 'grid_code', a.grid_code)::text)
+    FROM answer a
+    """.replace("{covering}", covering_grid_sql("ST_SetSRID(ST_MakePoint(r.lon, r.lat), 4326)", "r.reported_at"))
+    .replace("{feature}", inc.FEATURE_JSON.replace("/*members*/", ", 'duplicates', d.duplicates"))
 )
 
-# each new incident as a Feature (incidents.FEATURE_SQL) with its likely duplicates. The bbox
-# test on the expanded point uses the GiST index and the geography test is the exact one. The
-# candidates come from the spatial index alone (OFFSET 0 keeps the other conditions out of that
-# scan): a busy day or a common category holds tens of thousands of cases, the 100 m box a few.
-ANSWERS_SQL = text(
-    f"""
-    WITH f AS ({inc.FEATURE_SQL} WHERE i.id = ANY(:ids))
-    SELECT f.id, f.feature, d.duplicates
-    FROM f JOIN incident me ON me.id = f.id
-    CROSS JOIN LATERAL (
-      SELECT coalesce(json_agg(o.item ORDER BY o.distance, o.reported_at DESC, o.id), '[]'::json) AS duplicates
-      FROM (
-        SELECT i.id, i.reported_at, ST_Distance(i.geom::geography, me.geom::geography) AS distance,
-          json_build_object('id', i.id, 'code', i.code, 'status', i.status, 'category', i.category_code,
-            'reported_at', i.reported_at, 'grid_code', i.grid_code,
-            'distance_m', round(ST_Distance(i.geom::geography, me.geom::geography)::numeric, 1)) AS item
-        FROM (SELECT * FROM incident c
-              WHERE c.geom && ST_Expand(me.geom,
-                least(:radius / (111000 * greatest(cos(radians(ST_Y(me.geom))), 1e-6)) * 1.05, 360.0),
-                :radius / 110000.0 * 1.05)
-              OFFSET 0) i
-        WHERE i.id <> me.id AND i.category_code = me.category_code AND i.status = ANY(:open)
-          AND i.reported_at >= me.reported_at - :window AND i.reported_at <= me.reported_at + :window
-          AND ST_DWithin(i.geom::geography, me.geom::geography, :radius)
-        ORDER BY distance, i.reported_at DESC, i.id
-        LIMIT :max) o
-    ) d
-    """
-)
+
+def _pyformat(sql: str) -> str:
+    """A statement for psycopg: :name → %(name)s, whitespace collapsed (short queries are cached)."""
+    return re.sub(r"(?<![:\w]):([a-z_]+)", r"%(\1)s", " ".join(sql.split()))
+
+
+CLAIM_KEYS_PG = _pyformat(CLAIM_KEYS_SQL.text)
+REPORT_PG = _pyformat(REPORT_SQL.text)
+
+
+def _hot(session: Session, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """Run a hot statement on the session's own connection (same transaction) straight through
+    psycopg, as a prepared statement: SQLAlchemy's per-statement work is most of a batch's cost."""
+    driver = session.connection().connection.driver_connection
+    return driver.execute(sql, params, prepare=True).fetchall()  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True)
@@ -185,9 +207,17 @@ class ReportRequest:
 
 @dataclass(frozen=True)
 class Answer:
+    """A report's answer: the JSON text sent to the client (and kept under its key)."""
+
     status: int
-    body: dict[str, Any]
+    text: str
+    id: int
+    version: int
     replayed: bool = False  # True when this is the stored answer to an earlier request with the key
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return json.loads(self.text)
 
 
 Outcome = Answer | GridmapError
@@ -213,7 +243,7 @@ def _check_key(req: ReportRequest) -> None:
 
 
 def _prepare(session: Session, ord_: int, req: ReportRequest, now: dt.datetime) -> dict[str, Any]:
-    """Check one report and turn it into the row INSERT_SQL takes; raises InvalidInput."""
+    """Check one report and turn it into the row REPORT_SQL takes; raises InvalidInput."""
     if req.key is not None:
         _check_key(req)
     cat = inc._category(session, req.category)
@@ -239,7 +269,7 @@ def _prepare(session: Session, ord_: int, req: ReportRequest, now: dt.datetime) 
         "lon": lon, "lat": lat, "reporter_id": req.reporter_id, "reported_at": when.isoformat(),
         "day": when.astimezone(calendar().tz).date().isoformat(), "version": step.state.version,
         "seq": step.event.seq, "action": step.event.action, "to_status": step.event.to_status,
-        "note": step.event.note,
+        "note": step.event.note, "caller": req.caller if req.key is not None else None, "key": req.key,
     }  # fmt: skip
 
 
@@ -279,7 +309,8 @@ def _replay(req: ReportRequest, digest: str, stored: Any) -> Outcome:
         return Conflict(
             f"A request with Idempotency-Key {req.key!r} is still being processed; retry shortly"
         )
-    return Answer(int(stored.status_code), dict(stored.response), replayed=True)
+    body = json.loads(stored.response)
+    return Answer(int(stored.status_code), stored.response, int(body["id"]), int(body["properties"]["version"]), replayed=True)
 
 
 def create_incidents(
@@ -319,12 +350,8 @@ def create_incidents(
             first[slot] = i
     if first:
         claim = [{"caller": c, "key": k, "hash": digests[i]} for (c, k), i in first.items()]
-        claimed = {
-            (c, k)
-            for c, k in session.execute(
-                CLAIM_KEYS_SQL, {"items": json.dumps(claim), "ttl": IDEMPOTENCY_TTL.total_seconds()}
-            )
-        }
+        params = {"items": json.dumps(claim), "ttl": IDEMPOTENCY_TTL.total_seconds()}
+        claimed = {(c, k) for c, k in _hot(session, CLAIM_KEYS_PG, params)}
         seen = [{"caller": c, "key": k} for (c, k) in first if (c, k) not in claimed]
         if seen:
             stored = {
@@ -336,42 +363,21 @@ def create_incidents(
                 rows.pop(i)
                 out[i] = _replay(requests[i], digests[i], stored.get(slot))
 
-    ids: dict[int, int] = {}
+    written: set[int] = set()
     if rows:
-        result = session.execute(INSERT_SQL, {"items": json.dumps(list(rows.values()), ensure_ascii=False),
-                                              "channel": inc.NOTIFY_CHANNEL})  # fmt: skip
-        ids = {int(o): int(incident_id) for o, incident_id, _ in result}
-    outside = [i for i in rows if i not in ids]
+        params = {"items": json.dumps(list(rows.values()), ensure_ascii=False), "channel": inc.NOTIFY_CHANNEL,
+                  "now": now, "open": list(vocab.OPEN_STATUSES), "window": DUPLICATE_WINDOW,
+                  "radius": DUPLICATE_RADIUS_M, "max": MAX_DUPLICATES}  # fmt: skip
+        for o, incident_id, version, body, _ in _hot(session, REPORT_PG, params):
+            out[o] = Answer(201, body, int(incident_id), int(version))
+            written.add(o)
+    outside = [i for i in rows if i not in written]
     for i in outside:
         r = rows[i]
-        out[i] = _outside_every_grid(
-            session, r["lon"], r["lat"], dt.datetime.fromisoformat(r["reported_at"])
-        )
-    release = [
-        {"caller": requests[i].caller, "key": requests[i].key}
-        for i in outside
-        if requests[i].key is not None
-    ]
+        out[i] = _outside_every_grid(session, r["lon"], r["lat"], dt.datetime.fromisoformat(r["reported_at"]))
+    release = [{"caller": requests[i].caller, "key": requests[i].key} for i in outside if requests[i].key is not None]
     if release:
         session.execute(RELEASE_KEYS_SQL, {"items": json.dumps(release)})
-
-    if ids:
-        params = {"ids": list(ids.values()), "now": now, "open": list(vocab.OPEN_STATUSES),
-                  "window": DUPLICATE_WINDOW, "radius": DUPLICATE_RADIUS_M, "max": MAX_DUPLICATES}  # fmt: skip
-        features = {
-            int(fid): (dict(feature), list(dups))
-            for fid, feature, dups in session.execute(ANSWERS_SQL, params)
-        }
-        for i, incident_id in ids.items():
-            feature, dups = features[incident_id]
-            feature["duplicates"] = dups
-            out[i] = Answer(201, feature)
-        store = [{"caller": requests[i].caller, "key": requests[i].key, "status": 201, "response": out[i].body}  # type: ignore[union-attr]
-                 for i in ids if requests[i].key is not None]  # fmt: skip
-        if store:
-            session.execute(
-                STORE_ANSWERS_SQL, {"items": json.dumps(store, ensure_ascii=False, default=str)}
-            )
 
     if later:  # their keys are now claimed (and answered) in this transaction, or free again
         for i, outcome in zip(
@@ -390,7 +396,53 @@ def create_incident(session: Session, **report: Any) -> dict[str, Any]:
     return outcome.body
 
 
-def write_reports(engine: Engine, requests: Sequence[ReportRequest]) -> list[Outcome]:
-    """`create_incidents` in a transaction of its own (a batch of gridmap.batching.Batcher)."""
-    with Session(engine, expire_on_commit=False) as session, session.begin():
-        return create_incidents(session, requests)
+class ReportWriter:
+    """`create_incidents` for gridmap.batching: each batch in a transaction of its own, on a
+    connection each writer thread keeps (no pool checkout and ping per batch).
+
+    A connection the server closed is dropped and the batch tried once more on a new one when
+    the failure came before the commit (nothing was written); a failure in the commit itself
+    is not retried (it may have been written) and reaches the callers.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._local = threading.local()
+        self._open: set[Connection] = set()
+        self._lock = threading.Lock()
+
+    def _connection(self) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._local.conn = self.engine.connect()
+            with self._lock:
+                self._open.add(conn)
+        return conn
+
+    def _drop(self, conn: Connection) -> None:
+        self._local.conn = None
+        with self._lock:
+            self._open.discard(conn)
+        conn.close()
+
+    def __call__(self, requests: Sequence[ReportRequest]) -> list[Outcome]:
+        for attempt in (1, 2):
+            conn = self._connection()
+            before_commit = True
+            try:
+                with conn.begin():
+                    with Session(bind=conn, expire_on_commit=False) as session:
+                        outcomes = create_incidents(session, requests)
+                    before_commit = False
+                return outcomes
+            except DBAPIError as exc:
+                self._drop(conn)
+                if not (attempt == 1 and before_commit and exc.connection_invalidated):
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._open = list(self._open), set()
+        for conn in conns:
+            conn.close()

@@ -282,6 +282,17 @@ def test_concurrent_reports_share_transactions(world: World) -> None:
     assert count(world.engine, "SELECT count(*) FROM incident WHERE title LIKE :t", t=f"{tag}-%") == 24
 
 
+def test_reports_survive_the_server_closing_the_writer_connection(world: World) -> None:
+    create(world)  # the writer holds its connection now
+    with world.engine.connect() as c:
+        killed = c.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()  # fmt: skip
+    assert killed >= 1
+    title = f"after-restart-{uuid.uuid4()}"
+    assert create(world, title=title)["properties"]["title"] == title
+    assert count(world.engine, "SELECT count(*) FROM incident WHERE title = :t", t=title) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # the workflow over HTTP
 # ---------------------------------------------------------------------------------------------
