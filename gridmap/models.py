@@ -341,6 +341,10 @@ class Incident(Base):
             "ix_incident_open", "status", "deadline_at",
             postgresql_where=text("status NOT IN ('closed', 'rejected')"),
         ),  # fmt: skip
+        Index(  # the duplicate check of every report (migration 0006)
+            "ix_incident_open_geom", "geom", postgresql_using="gist",
+            postgresql_where=text("status NOT IN ('closed', 'rejected')"),
+        ),  # fmt: skip
         *geom_rules("incident"),
     )
 

@@ -96,8 +96,9 @@ NEAREST_GRID_SQL = text(
 #   answer  each incident as a Feature (incidents.FEATURE_JSON) with its likely duplicates:
 #           open cases of the same category within the radius and the time window, among the
 #           cases already stored and the other reports of this batch. Candidates come from the
-#           spatial index alone (OFFSET 0 keeps the other conditions out of that scan): a busy
-#           day or a common category holds tens of thousands of cases, the 100 m box a few;
+#           spatial index of open cases alone (ix_incident_open_geom; OFFSET 0 keeps the other
+#           conditions out of that scan): a busy day or a common category holds tens of
+#           thousands of cases, the 100 m box around a point a few;
 #   stored  the answers under their idempotency keys (claimed by the previous statement).
 # Reports outside every grid are absent from x, hence from the result.
 REPORT_SQL = text(
@@ -146,7 +147,9 @@ REPORT_SQL = text(
             SELECT e.id, e.code, e.status, e.category_code, e.reported_at, e.grid_code, e.geom
             FROM (SELECT * FROM incident e WHERE e.geom && ST_Expand(i.geom,
                     least(:radius / (111000 * greatest(cos(radians(ST_Y(i.geom))), 1e-6)) * 1.05, 360.0),
-                    :radius / 110000.0 * 1.05) OFFSET 0) e
+                    :radius / 110000.0 * 1.05)
+                  AND e.status NOT IN ('closed', 'rejected')
+                  OFFSET 0) e
             UNION ALL
             SELECT s.id, s.code, s.status, s.category_code, s.reported_at, s.grid_code, s.geom FROM i AS s
           ) o
@@ -170,7 +173,11 @@ REPORT_SQL = text(
 
 
 def _pyformat(sql: str) -> str:
-    """A statement for psycopg: :name → %(name)s, whitespace collapsed (short queries are cached)."""
+    """A statement for psycopg: :name → %(name)s, whitespace collapsed (short queries are cached).
+
+    No `--` comments in such SQL: collapsed to one line they would swallow the rest."""
+    if "--" in sql:
+        raise ValueError("hot SQL must not contain -- comments")
     return re.sub(r"(?<![:\w]):([a-z_]+)", r"%(\1)s", " ".join(sql.split()))
 
 
