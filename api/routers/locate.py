@@ -128,23 +128,53 @@ HEADER = ["id", "status", "grid_code", "grid_version", "grid_name", "community",
           "distance_to_boundary_m"]  # fmt: skip
 
 
+def _csv_field(value: Any) -> str:
+    """One CSV field as the csv module writes it (quoted only when it must be)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([value])  # "\n": fields with line breaks get quoted
+    return buf.getvalue()[:-1]
+
+
+_ROW_PARTS: tuple[svc.GridTable, list[str]] | None = None
+
+
+def _row_parts(table: svc.GridTable) -> list[str]:
+    """Per grid, the middle of its CSV rows: ",ok,code,version,name,community,street,district,".
+
+    Everything but the id and the distance is the same for every point of a grid, so it is
+    formatted once per index version (cached for the table in force), not once per point.
+    """
+    global _ROW_PARTS
+    if _ROW_PARTS is None or _ROW_PARTS[0] is not table:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")  # "\n": fields with line breaks get quoted
+        parts = []
+        hier = table.hierarchy
+        for k, (code, gid, name) in enumerate(zip(table.codes.tolist(), table.ids.tolist(), table.names.tolist(), strict=True)):
+            buf.seek(0)
+            buf.truncate()
+            writer.writerow((code, gid, name, hier[k, 0], hier[k, 2], hier[k, 4]))
+            parts.append(",ok," + buf.getvalue()[:-1] + ",")
+        _ROW_PARTS = (table, parts)
+    return _ROW_PARTS[1]
+
+
 def _csv(ids: np.ndarray, bad: np.ndarray, idx: np.ndarray, dist: np.ndarray, table: svc.GridTable,
          chunk: int = 25_000) -> Iterator[bytes]:  # fmt: skip
-    """CSV rows in chunks; columns become Python lists first (element access on numpy is slow)."""
-    hier = table.hierarchy if len(table.codes) else np.full((1, 6), "", dtype=object)
-    columns = [table.codes, table.ids.astype(object), table.names, hier[:, 0], hier[:, 2], hier[:, 4]]
-    if not len(table.codes):
-        columns = [np.array([""], dtype=object)] * 6
-    for start in range(0, max(len(ids), 1), chunk):
-        sl = slice(start, start + chunk)
-        found = idx[sl] >= 0
-        kk = np.where(found, idx[sl], 0)
-        status = np.where(bad[sl] != "", "invalid: " + bad[sl].astype(str), np.where(found, "ok", "outside")).tolist()
-        dist_s = ["" if v != v else f"{v:.1f}" for v in dist[sl].tolist()]
-        picked = [np.where(found, c[kk], "").tolist() for c in columns]
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        if start == 0:
-            writer.writerow(HEADER)
-        writer.writerows(zip(ids[sl].tolist(), status, *picked, dist_s, strict=True))
-        yield buf.getvalue().encode()
+    """CSV rows in chunks: id + the grid's preformatted part + distance; ids quoted only if needed."""
+    parts = _row_parts(table) if len(table.codes) else []
+    id_list = [str(i) for i in ids.tolist()]
+    if any(c in "".join(id_list) for c in ',"\r\n'):  # rare: quote every id that needs it
+        id_list = [_csv_field(i) for i in id_list]
+    yield (",".join(HEADER) + "\n").encode()
+    for start in range(0, len(id_list), chunk):
+        rows = []
+        for i, k, d, why in zip(id_list[start : start + chunk], idx[start : start + chunk].tolist(),
+                                dist[start : start + chunk].tolist(), bad[start : start + chunk].tolist(), strict=True):  # fmt: skip
+            if k >= 0:
+                rows.append(f"{i}{parts[k]}{d:.1f}\n")
+            elif why:
+                rows.append(f"{i},{_csv_field('invalid: ' + str(why))},,,,,,,\n")
+            else:
+                rows.append(f"{i},outside,,,,,,,\n")
+        yield "".join(rows).encode()

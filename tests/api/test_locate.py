@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import socket
 import subprocess
@@ -181,6 +183,11 @@ def test_batch_csv_and_geojson(client: TestClient) -> None:
         {"type": "Feature", "id": "x", "geometry": {"type": "Point", "coordinates": [117.225, 31.805]}, "properties": {}}]}  # fmt: skip
     r = client.post("/v1/locate/batch", json=fc, params={"at": "2020-06-01T00:00:00+08:00"})
     assert r.text.splitlines()[1].split(",")[1:3] == ["ok", P + "006"]
+    # ids with commas, quotes and line breaks come back quoted as CSV
+    odd = ['a,b', 'say "hi"', "two\nlines", "plain"]
+    fc["features"] = [{**fc["features"][0], "id": i} for i in odd]
+    rows = list(csv.reader(io.StringIO(client.post("/v1/locate/batch", json=fc).text)))
+    assert [row[0] for row in rows[1:]] == odd and all(len(row) == 9 for row in rows)
 
 
 @pytest.mark.parametrize(
