@@ -18,6 +18,7 @@ bench/results/dispatch.json and .md. Created incidents stay in the database (it 
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import datetime as dt
 import io
@@ -55,7 +56,8 @@ def wrk(url: str, clients: int, seconds: int, script: Path | None = None) -> dic
     cmd = ["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds}s", "--latency", url]
     if script:
         cmd[1:1] = ["-s", str(script)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    out = proc.stdout
 
     def ms(label: str) -> float:
         m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -67,14 +69,17 @@ def wrk(url: str, clients: int, seconds: int, script: Path | None = None) -> dic
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
-    return {"rps": round(rps), "p50_ms": ms("50"), "p99_ms": ms("99"),
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(1) if errors else ""}  # fmt: skip
+    result = {"rps": round(rps), "p50_ms": ms("50"), "p99_ms": ms("99"),
+              "non_2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(1) if errors else ""}  # fmt: skip
+    if proc.stderr.strip():  # scripts write the answers that were not 2xx there: name them
+        result["not_2xx"] = dict(collections.Counter(proc.stderr.strip().splitlines()).most_common(5))
+    return result
 
 
 def pgbench(url: str, script: str, clients: int, seconds: int, tmp: Path) -> dict:
     u = httpx.URL(url.replace("postgresql+psycopg", "postgresql"))
     env = {**os.environ, "PGPASSWORD": u.password or ""}
-    path = tmp / "locate.sql"
+    path = tmp / f"script{abs(hash(script))}.sql"
     path.write_text(script)
     prefix = tmp / f"pgb{clients}"
     for old in tmp.glob(f"pgb{clients}*"):
@@ -100,6 +105,30 @@ def purge_reports(engine, after_id: int) -> None:  # type: ignore[no-untyped-def
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE incident, incident_event, idempotency_key"))
     print(f"removed the {n:,} incidents this run reported", flush=True)
+
+
+def report_script(n_points: int, n_categories: int) -> str:
+    """pgbench: the statements the API runs for one keyed report (claim + REPORT_SQL), with one
+    transaction per report — the per-request way, measured in the same run as the reference."""
+    from gridmap import vocab
+    from gridmap.services import reports
+
+    item = ("(SELECT json_build_array(json_build_object('ord', 0, 'category', "
+            "(SELECT code FROM category WHERE level = 2 ORDER BY code OFFSET :c LIMIT 1), 'severity', 2, "
+            "'source', 'hotline', 'status', 'reported', 'level', 'grid', 'title', NULL, 'description', 'bench', "
+            "'address', NULL, 'lon', p.lon + (random() - 0.5) * 0.001, 'lat', p.lat + (random() - 0.5) * 0.001, "
+            "'reporter_id', NULL, 'reported_at', now(), 'day', (now() AT TIME ZONE 'Asia/Shanghai')::date, "
+            "'version', 1, 'seq', 1, 'action', 'report', 'to_status', 'reported', 'note', 'reported', "
+            "'caller', 'bench', 'key', :k))::text FROM bench_point p WHERE p.i = :i)")  # fmt: skip
+    sql = reports.REPORT_PG
+    for name, value in {"items": item, "now": "now()", "channel": "'gridmap_incidents'", "radius": "50.0",
+                        "window": "interval '24 hours'", "max": "20",
+                        "open": "ARRAY[" + ",".join(f"'{s}'" for s in vocab.OPEN_STATUSES) + "]"}.items():  # fmt: skip
+        sql = sql.replace(f"%({name})s", value)
+    return (f"\\set i random(0, {n_points - 1})\n\\set c random(0, {n_categories - 1})\n"
+            "\\set k random(1, 1000000000000)\n"
+            "BEGIN;\nINSERT INTO idempotency_key (caller, key, request_hash) VALUES ('bench', 'pgb-' || :k, 'h') "
+            "ON CONFLICT DO NOTHING;\n" + sql.replace("'key', :k", "'key', 'pgb-' || :k") + ";\nCOMMIT;\n")
 
 
 def main() -> None:
@@ -160,6 +189,8 @@ def main() -> None:
             "request = function()\n  n = n + 1\n  local p = pts[(n % #pts) + 1]\n"
             "  local body = string.format('{\"category\": \"%s\", \"severity\": 2, \"source\": \"hotline\", \"lon\": %.7f, \"lat\": %.7f, \"description\": \"bench\"}', cats[(n % #cats) + 1], p[1] + (math.random() - 0.5) * 0.001, p[2] + (math.random() - 0.5) * 0.001)\n"
             "  return wrk.format('POST', '/v1/incidents', {['Content-Type'] = 'application/json', ['Idempotency-Key'] = string.format('bench-%d-%d-%d', os.time(), tid, n), ['X-Client-Id'] = 'bench'}, body)\nend\n"
+            "response = function(status, headers, body)\n"
+            "  if status ~= 201 then io.stderr:write(status .. ' ' .. string.sub(body, 1, 160) .. '\\n') end\nend\n"
         )
         sql = (f"\\set i random(0, {len(pts) - 1})\n"
                "SELECT g.id, g.code FROM grid g, bench_point p WHERE p.i = :i AND g.valid_to IS NULL "
@@ -177,6 +208,7 @@ def main() -> None:
         if args.only == "create":
             trivial = wrk(base + "/v1/ping", 16, args.seconds)
             create = {f"c{c}": wrk(base, c, args.seconds, tmp / "create.lua") for c in (1, 16)}
+            create["raw_sql_c16"] = pgbench(url, report_script(len(pts), len(cats)), 16, args.seconds, tmp)
             print({"trivial_c16": trivial, **create, "ratio_c16": round(create["c16"]["rps"] / trivial["rps"], 3)}, flush=True)
             return
         if args.only == "single":
@@ -214,8 +246,9 @@ def main() -> None:
             return
         try:
             create = {f"c{c}": wrk(base, c, args.seconds, tmp / "create.lua") for c in (1, 16)}
+            create["raw_sql_c16"] = pgbench(url, report_script(len(pts), len(cats)), 16, args.seconds, tmp)
         except subprocess.CalledProcessError as exc:
-            create = {"error": str(exc)}
+            create = {"error": f"{exc}: {(exc.stderr or '')[-300:]}"}
         results["create"] = create
         print(create, flush=True)
     finally:
