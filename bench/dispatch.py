@@ -107,6 +107,34 @@ def purge_reports(engine, after_id: int) -> None:  # type: ignore[no-untyped-def
     print(f"removed the {n:,} incidents this run reported", flush=True)
 
 
+def summarize(runs: list[dict]) -> dict:
+    """Medians over the rounds (req/s, p50, p99); each round's req/s kept; non-2xx summed."""
+    out = {"rps": round(float(np.median([r["rps"] for r in runs]))),
+           "p50_ms": round(float(np.median([r["p50_ms"] for r in runs])), 3),
+           "p99_ms": round(float(np.median([r["p99_ms"] for r in runs])), 3),
+           "rounds_rps": [r["rps"] for r in runs]}  # fmt: skip
+    if any("non_2xx" in r for r in runs):
+        out["non_2xx"] = sum(r.get("non_2xx", 0) for r in runs)
+        named: collections.Counter = collections.Counter()
+        for r in runs:
+            named.update(r.get("not_2xx", {}))
+        if named:
+            out["not_2xx"] = dict(named.most_common(5))
+    return out
+
+
+def measure_create(base: str, url: str, tmp: Path, args: argparse.Namespace, n_points: int, n_categories: int) -> dict:
+    """Reports at 1 and 16 clients, the raw-SQL reference, and the trivial endpoint, interleaved."""
+    runs: dict[str, list[dict]] = {"trivial_c16": [], "c1": [], "c16": [], "raw_sql_c16": []}
+    script = report_script(n_points, n_categories)
+    for _ in range(args.rounds):
+        runs["trivial_c16"].append(wrk(base + "/v1/ping", 16, args.seconds))
+        runs["c16"].append(wrk(base, 16, args.seconds, tmp / "create.lua"))
+        runs["c1"].append(wrk(base, 1, args.seconds, tmp / "create.lua"))
+        runs["raw_sql_c16"].append(pgbench(url, script, 16, args.seconds, tmp))
+    return {name: summarize(r) for name, r in runs.items()}
+
+
 def report_script(n_points: int, n_categories: int) -> str:
     """pgbench: the statements the API runs for one keyed report (claim + REPORT_SQL), with one
     transaction per report — the per-request way, measured in the same run as the reference."""
@@ -135,6 +163,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="runs per measurement, interleaved; medians are reported")
     ap.add_argument("--only", choices=("create", "single", "batch"), help="measure one part, print it, write no results")
     args = ap.parse_args()
     for tool in ("wrk",):
@@ -198,18 +227,17 @@ def main() -> None:
         single: dict = {}
         for clients in (1, 16) if args.only in (None, "single") else ():
             httpx.get(base + "/v1/locate", params={"lon": pts[0][0], "lat": pts[0][1]})  # warm
-            single[f"c{clients}"] = {
-                "trivial": wrk(base + "/v1/ping", clients, args.seconds),
-                "locate": wrk(base, clients, args.seconds, tmp / "locate.lua"),
-                "raw_sql": pgbench(url, sql, clients, args.seconds, tmp),
-            }
+            runs: dict[str, list[dict]] = {"trivial": [], "locate": [], "raw_sql": []}
+            for _ in range(args.rounds):  # interleaved, so that all three see the same machine
+                runs["trivial"].append(wrk(base + "/v1/ping", clients, args.seconds))
+                runs["locate"].append(wrk(base, clients, args.seconds, tmp / "locate.lua"))
+                runs["raw_sql"].append(pgbench(url, sql, clients, args.seconds, tmp))
+            single[f"c{clients}"] = {name: summarize(r) for name, r in runs.items()}
             print(clients, single[f"c{clients}"], flush=True)
         results["single"] = single
         if args.only == "create":
-            trivial = wrk(base + "/v1/ping", 16, args.seconds)
-            create = {f"c{c}": wrk(base, c, args.seconds, tmp / "create.lua") for c in (1, 16)}
-            create["raw_sql_c16"] = pgbench(url, report_script(len(pts), len(cats)), 16, args.seconds, tmp)
-            print({"trivial_c16": trivial, **create, "ratio_c16": round(create["c16"]["rps"] / trivial["rps"], 3)}, flush=True)
+            create = measure_create(base, url, tmp, args, len(pts), len(cats))
+            print({**create, "ratio_c16": round(create["c16"]["rps"] / create["trivial_c16"]["rps"], 3)}, flush=True)
             return
         if args.only == "single":
             return
@@ -222,7 +250,7 @@ def main() -> None:
         w.writerows((i, f"{x:.7f}", f"{y:.7f}") for i, (x, y) in enumerate(pick))
         payload = buf.getvalue().encode()
         times = []
-        for _ in range(3):
+        for _ in range(max(args.rounds, 3)):
             t0 = time.perf_counter()
             r = httpx.post(base + "/v1/locate/batch", content=payload, headers={"content-type": "text/csv"}, timeout=300)
             n_out = r.text.count("\n") - 1
@@ -245,8 +273,7 @@ def main() -> None:
         if args.only == "batch":
             return
         try:
-            create = {f"c{c}": wrk(base, c, args.seconds, tmp / "create.lua") for c in (1, 16)}
-            create["raw_sql_c16"] = pgbench(url, report_script(len(pts), len(cats)), 16, args.seconds, tmp)
+            create = measure_create(base, url, tmp, args, len(pts), len(cats))
         except subprocess.CalledProcessError as exc:
             create = {"error": f"{exc}: {(exc.stderr or '')[-300:]}"}
         results["create"] = create
@@ -264,11 +291,13 @@ def main() -> None:
         "locate_p99_c16_ms": c16["locate"]["p99_ms"],
         "batch_vs_strtree": results["batch"]["ratio"],
         "create_vs_trivial_c16": round(results["create"]["c16"]["rps"] / c16["trivial"]["rps"], 3) if "c16" in results["create"] else None,
+        "create_vs_raw_sql_c16": round(results["create"]["c16"]["rps"] / results["create"]["raw_sql_c16"]["rps"], 3) if "c16" in results["create"] else None,
     }  # fmt: skip
     results["when"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     OUT.mkdir(exist_ok=True)
     (OUT / "dispatch.json").write_text(json.dumps(results, indent=2))
-    lines = [f"Measured {results['when']} on {os.cpu_count()} cores, {grids:,} grids in force, API with {args.workers} workers, {args.seconds} s per run.", "",
+    lines = [f"Measured {results['when']} on {os.cpu_count()} cores, {grids:,} grids in force, API with {args.workers} workers; "
+             f"medians of {args.rounds} interleaved runs of {args.seconds} s.", "",
              "| clients | endpoint | req/s | p50 ms | p99 ms |", "|---:|---|---:|---:|---:|"]  # fmt: skip
     for c in (1, 16):
         for name in ("trivial", "locate", "raw_sql"):
@@ -277,6 +306,9 @@ def main() -> None:
         if f"c{c}" in results["create"]:
             m = results["create"][f"c{c}"]
             lines.append(f"| {c} | incident create | {m['rps']:,} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
+    if "raw_sql_c16" in results["create"]:
+        m = results["create"]["raw_sql_c16"]
+        lines.append(f"| 16 | incident create as raw SQL (pgbench, a transaction per report) | {m['rps']:,} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
     b = results["batch"]
     lines += ["", f"Batch locate, 100,000 points CSV in/out: {b['api_points_per_s']:,} points/s end to end vs "
               f"{b['strtree_points_per_s']:,} points/s for STRtree.query in process (ratio {b['ratio']}).", "",
