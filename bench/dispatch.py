@@ -37,7 +37,6 @@ import httpx
 import numpy as np
 import shapely
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import DBAPIError
 
 from gridmap.pgcluster import Cluster, database_url
 from gridmap.settings import db_settings
@@ -125,14 +124,10 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def settle(engine, after_id: int) -> None:  # type: ignore[no-untyped-def]
-    """Before a round of reports: remove the previous round's, then checkpoint, so that every
-    round starts from the same table and no checkpoint of the last round's writes falls into it."""
+    """Before a round of reports: remove the previous round's, so that every round starts from
+    the same table (no checkpoint is forced: right after one, every first write of a page logs
+    the whole page, which is not the steady state)."""
     purge_reports(engine, after_id)
-    try:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("CHECKPOINT"))
-    except DBAPIError:
-        pass  # a role without pg_checkpoint: rounds are then a little noisier
 
 
 def measure_create(base: str, url: str, tmp: Path, args: argparse.Namespace, n_points: int, n_categories: int,
