@@ -138,8 +138,8 @@ def measure_create(base: str, url: str, tmp: Path, args: argparse.Namespace, n_p
     for _ in range(args.rounds):
         settle(engine, after_id)
         runs["trivial_c16"].append(wrk(base + "/v1/ping", 16, args.seconds))
-        runs["c16"].append(wrk(base, 16, args.seconds, tmp / "create.lua"))
         runs["c1"].append(wrk(base, 1, args.seconds, tmp / "create.lua"))
+        runs["c16"].append(wrk(base, 16, args.seconds, tmp / "create.lua"))
         settle(engine, after_id)
         runs["raw_sql_c16"].append(pgbench(url, script, 16, args.seconds, tmp))
     return {name: summarize(r) for name, r in runs.items()}
