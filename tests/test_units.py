@@ -48,3 +48,42 @@ def test_working_hours_skip_lunch_nights_and_weekends() -> None:
     assert cal.deadline(night, 2, "calendar_hours") == dt.datetime(2026, 11, 24, 0, 0, tzinfo=TZ)
     holiday_eve = dt.datetime(2026, 9, 30, 17, 0, tzinfo=TZ)
     assert cal.add(holiday_eve, 2) == dt.datetime(2026, 10, 2, 10, 0, tzinfo=TZ)
+
+
+def _grid_table():  # type: ignore[no-untyped-def]
+    """A 4 x 3 block of 0.004° grids plus an L-shaped one, as the locate index builds them."""
+    import shapely
+
+    from gridmap.services.locate import GridTable
+
+    t0 = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    polys = [shapely.box(117 + i * 0.004, 31 + j * 0.004, 117 + (i + 1) * 0.004, 31 + (j + 1) * 0.004)
+             for i in range(4) for j in range(3)]  # fmt: skip
+    polys.append(shapely.Polygon([(117.016, 31), (117.024, 31), (117.024, 31.012), (117.02, 31.012), (117.02, 31.004), (117.016, 31.004)]))
+    rows = [(n + 1, f"3499010010010{n:02d}", f"网格{n}", "general", t0, "349901001001", "社区", "349901001", "街道",
+             "349901", "区", shapely.to_wkb(shapely.MultiPolygon([p]))) for n, p in enumerate(polys)]  # fmt: skip
+    return GridTable.from_rows(rows), polys
+
+
+@given(st.floats(117.0, 117.024), st.floats(31.0, 31.012), st.sampled_from([5.0, 30.0, 120.0]))
+def test_locate_neighbours_match_a_brute_force_search(lon: float, lat: float, near: float) -> None:
+    """Every grid within `near` metres other than the answer is a neighbour, and no other."""
+    import numpy as np
+    import shapely
+
+    from gridmap.errors import NotFound
+
+    table, _ = _grid_table()
+    pt = shapely.Point(lon * table.frame.kx, lat * 110_574.0)
+    try:
+        answer = table.locate(lon, lat, near)
+    except NotFound:
+        assert not shapely.intersects(table.geoms, pt).any()
+        return
+    covering = np.flatnonzero(shapely.intersects(table.geoms, pt))
+    k = covering[np.argmin(table.rank[covering])]
+    assert answer["grid"]["code"] == table.codes[k]
+    d = shapely.distance(table.geoms, pt)
+    expected = sorted(str(table.codes[i]) for i in np.flatnonzero(d <= near) if i != k)
+    assert sorted(n["code"] for n in answer["neighbours"]) == expected
+    assert answer["near_boundary"] == bool(expected)

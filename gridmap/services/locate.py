@@ -145,17 +145,21 @@ class GridTable:
     # -- single point --------------------------------------------------------------------
     def locate(self, lon: float, lat: float, near_m: float = NEAR_M) -> dict[str, Any]:
         pt = shapely.Point(lon * self.frame.kx, lat * M_PER_DEG_LAT)
-        # one tree query finds the grids within reach; the covering ones are among them
-        near = self.tree.query(pt, predicate="dwithin", distance=near_m)
-        hits = near[shapely.intersects(self.geoms[near], pt)] if len(near) else near
+        hits = self.tree.query(pt, predicate="intersects")
         if len(hits) == 0:
             raise self._outside(pt, lon, lat)
         k = int(hits[np.argmin(self.rank[hits])])
-        others = near[near != k]
-        dists = shapely.distance(self.geoms[others], pt).tolist() if len(others) else []
-        neighbours = sorted(((self.codes[n], self.names[n], d) for n, d in zip(others.tolist(), dists, strict=True)),
-                            key=lambda t: (t[2], t[0]))  # fmt: skip
-        return self._answer(k, float(shapely.distance(self.boundaries[k], pt)), near_m, neighbours)
+        to_boundary = float(shapely.distance(self.boundaries[k], pt))
+        neighbours: list[tuple[str, str, float]] = []
+        # grids do not overlap, so no other grid is nearer than the point's own boundary: only a
+        # point within near_m of it (or covered twice, on an edge) needs the neighbour search
+        if to_boundary <= near_m or len(hits) > 1:
+            near = self.tree.query(pt, predicate="dwithin", distance=near_m)
+            others = near[near != k]
+            dists = shapely.distance(self.geoms[others], pt).tolist() if len(others) else []
+            neighbours = sorted(((self.codes[n], self.names[n], d) for n, d in zip(others.tolist(), dists, strict=True)),
+                                key=lambda t: (t[2], t[0]))  # fmt: skip
+        return self._answer(k, to_boundary, near_m, neighbours)
 
     def _outside(self, pt: shapely.Point, lon: float, lat: float) -> NotFound:
         if not len(self.geoms):
