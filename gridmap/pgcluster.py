@@ -213,7 +213,6 @@ class Cluster:
             "max_connections": "200",
             "max_wal_size": "'4GB'",
             "checkpoint_timeout": "'15min'",
-            "wal_compression": "'lz4'",  # full-page images after a checkpoint are most of the WAL of a write burst
             "wal_level": "'minimal'",
             "max_wal_senders": "0",
             "jit": "off",  # JIT costs more than it saves on short OLTP and tile queries
