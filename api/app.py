@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
-from api.routers import grids, health, incidents, locate, staff
+from api.routers import auth, grids, health, incidents, locate, staff
 from gridmap import __version__
 from gridmap.db import make_engine
 from gridmap.settings import api_settings
@@ -89,6 +89,7 @@ def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
     )
     problems.install(app)
     app.include_router(health.router)
+    app.include_router(auth.router)
     app.include_router(grids.router)
     app.include_router(locate.router)
     app.include_router(staff.router)

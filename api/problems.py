@@ -47,7 +47,9 @@ def install(app: FastAPI) -> None:
         if exc.status >= 500:
             log.error("%s: %s", type(exc).__name__, exc.detail)
         detail = exc.detail + (f" ({exc.hint})" if exc.hint else "")
-        return problem(request, exc.status, detail, exc.title, **exc.extra)
+        response = problem(request, exc.status, detail, exc.title, **exc.extra)
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

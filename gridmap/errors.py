@@ -10,6 +10,7 @@ class GridmapError(Exception):
 
     status: int = 400
     title: str = "Bad request"
+    headers: dict[str, str] | None = None  # extra HTTP headers (WWW-Authenticate on 401)
 
     def __init__(self, detail: str, *, hint: str | None = None, **extra: Any) -> None:
         super().__init__(detail)
@@ -62,3 +63,18 @@ class PreconditionRequired(GridmapError):
 class PayloadTooLarge(GridmapError):
     status = 413
     title = "Content too large"
+
+
+class Unauthorized(GridmapError):
+    """No valid credentials: missing, expired, forged, or of a disabled account."""
+
+    status = 401
+    title = "Unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="gridmap"'}
+
+
+class Forbidden(GridmapError):
+    """Valid credentials, but the role may not use this function."""
+
+    status = 403
+    title = "Forbidden"

@@ -242,12 +242,34 @@ class Staff(Base):
     last_position_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     active: Mapped[bool] = mapped_column(Boolean, server_default="true")
     password_hash: Mapped[str | None] = mapped_column(Text)
+    token_version: Mapped[int] = mapped_column(Integer, server_default="0")  # raised → older tokens end
     is_synthetic: Mapped[bool] = mapped_column(Boolean, server_default="false")
     created_at: Mapped[dt.datetime] = now_col()
     __table_args__ = (
         CheckConstraint(_in("role", vocab.STAFF_ROLES), name="staff_role"),
         CheckConstraint(_in("duty_status", vocab.DUTY_STATUSES), name="staff_duty_status"),
         *geom_rules("staff", "last_position"),
+    )
+
+
+class ApiKey(Base):
+    """A machine's credential (hotline, camera systems): only the SHA-256 of the key is kept."""
+
+    __tablename__ = "api_key"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    prefix: Mapped[str] = mapped_column(String(12))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(20))
+    scope_level: Mapped[str] = mapped_column(String(10), server_default="city")
+    scope_code: Mapped[str | None] = mapped_column(String(15))
+    created_at: Mapped[dt.datetime] = now_col()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        CheckConstraint(_in("role", vocab.STAFF_ROLES), name="api_key_role"),
+        CheckConstraint(_in("scope_level", vocab.SCOPE_LEVELS), name="api_key_scope_level"),
+        UniqueConstraint("prefix", name="uq_api_key_prefix"),
     )
 
 

@@ -33,6 +33,9 @@ class DatabaseSettings(BaseSettings):
     pool_size: int = 10
 
 
+DEV_SECRET = "dev-only-secret-change-me-outside-development"
+
+
 class ApiSettings(BaseSettings):
     """How the API is served and what it refuses."""
 
@@ -41,7 +44,8 @@ class ApiSettings(BaseSettings):
     env: str = "development"
     host: str = "127.0.0.1"
     port: int = 8000
-    secret_key: str = "dev-only-secret-change-me"
+    secret_key: str = DEV_SECRET  # signs bearer tokens; every API process of a deployment shares it
+    token_ttl_minutes: int = Field(60, ge=1, le=24 * 60)  # bearer tokens of people expire after this
     max_body_bytes: int = 20 * 1024 * 1024
     # incident reports are written in batches (gridmap.batching): concurrent transactions per
     # API process, and the most reports one transaction takes
@@ -50,8 +54,10 @@ class ApiSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> ApiSettings:
-        if self.env != "development" and self.secret_key == "dev-only-secret-change-me":
+        if self.env != "development" and self.secret_key == DEV_SECRET:
             raise ValueError("GRIDMAP_SECRET_KEY must be set outside development")
+        if len(self.secret_key.encode()) < 32:
+            raise ValueError("GRIDMAP_SECRET_KEY must be at least 32 bytes (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
         return self
 
 

@@ -1,0 +1,24 @@
+"""Signing in (登录): OAuth2 password flow for people, API keys for machines."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from fastapi.security import OAuth2PasswordRequestForm
+
+from api.deps import PrincipalDep, SessionDep
+from gridmap import auth
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+
+@router.post("/token", summary="Sign in with username and password (form fields): a bearer token (OAuth2 password flow)")
+def token(session: SessionDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> dict[str, Any]:
+    principal = auth.authenticate(session, username=form.username, password=form.password)
+    return auth.issue_token(session, principal)
+
+
+@router.get("/me", summary="Who the credentials belong to: role and scopes")
+def me(principal: PrincipalDep) -> dict[str, Any]:
+    return principal.as_dict()
