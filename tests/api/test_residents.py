@@ -1,0 +1,131 @@
+"""Residents over HTTP: a grid worker reads his own grid's residents only — others do not exist
+for him — city-wide roles read masked values, roles without personal data are refused, and
+every clear read and every refusal is in the audit log."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session
+
+from api import problems
+from api.routers import auth as auth_router
+from api.routers import residents as residents_router
+from gridmap import auth, idnumber, migrate
+from tests.conftest import drop_database, make_database
+from tests.test_workflow import COMMUNITY_A, GRID_A1, GRID_A2, GRID_B1, build_city
+
+PASSWORD = "correct horse battery"
+
+
+def _id_number(first17: str) -> str:
+    return first17 + idnumber.check_char(first17)
+
+
+@dataclass
+class World:
+    engine: Engine
+    client: TestClient
+    ids: dict[str, list[int]]
+
+
+@pytest.fixture(scope="module")
+def world(database_url_for_tests: str) -> Iterator[World]:
+    url = make_database(database_url_for_tests, f"gridmap_test_{os.getpid()}_residents")
+    engine = create_engine(url)
+    try:
+        migrate.upgrade(engine)
+        ids: dict[str, list[int]] = {GRID_A1: [], GRID_A2: [], GRID_B1: []}
+        with Session(engine) as s, s.begin():
+            build_city(s, tag="res")
+            for grid, n in ((GRID_A1, 3), (GRID_A2, 2), (GRID_B1, 1)):
+                for i in range(n):
+                    ids[grid].append(s.execute(text(
+                        "INSERT INTO resident (grid_code, name, id_number, phone, birth_date) "
+                        "VALUES (:g, :n, :idn, '13812345678', '1990-03-07') RETURNING id"),
+                        {"g": grid, "n": f"张{grid[-1]}{i}", "idn": _id_number(f"3401041990030{sum(map(len, ids.values())):04d}")},
+                    ).scalar_one())  # fmt: skip
+            for username, role, scopes in [("worker.a1", "grid_worker", [("grid", GRID_A1)]),
+                                           ("leader.a", "grid_leader", [("community", COMMUNITY_A)]),
+                                           ("center", "command_center", [("city", "")]),
+                                           ("disp", "dispatcher", [("city", "")])]:  # fmt: skip
+                auth.add_user(s, username=username, name=username, role=role, password=PASSWORD, scopes=scopes)
+        app = FastAPI()
+        problems.install(app)
+        app.include_router(auth_router.router)
+        app.include_router(residents_router.router)
+        app.state.engine = engine
+        with TestClient(app) as client:
+            yield World(engine, client, ids)
+    finally:
+        engine.dispose()
+        drop_database(url)
+
+
+def as_user(world: World, username: str) -> dict[str, str]:
+    token = world.client.post("/v1/auth/token", data={"username": username, "password": PASSWORD}).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def audit_rows(world: World, action: str) -> list:
+    with world.engine.connect() as c:
+        return c.execute(text("SELECT actor, object_id, detail FROM audit_log WHERE action = :a ORDER BY id"), {"a": action}).all()
+
+
+def test_a_grid_worker_sees_his_grid_only(world: World) -> None:
+    h = as_user(world, "worker.a1")
+    r = world.client.get("/v1/residents", headers=h)
+    assert r.status_code == 200
+    items = r.json()["items"]
+    assert sorted(i["id"] for i in items) == sorted(world.ids[GRID_A1])
+    assert all(not i["masked"] and i["name"].startswith("张") and len(i["id_number"]) == 18 for i in items)
+    other = world.ids[GRID_A2][0]
+    missing = world.client.get(f"/v1/residents/{other}", headers=h)
+    assert missing.status_code == 404 and missing.json()["detail"] == f"No resident {other}"
+    assert world.client.get("/v1/residents", params={"grid": GRID_B1}, headers=h).json()["items"] == []
+    mine = world.client.get(f"/v1/residents/{world.ids[GRID_A1][0]}", headers=h)
+    assert mine.status_code == 200 and mine.json()["phone"] == "13812345678"
+    reads = audit_rows(world, "read")
+    assert any(row.detail and sorted(map(int, row.detail["object_ids"])) == sorted(world.ids[GRID_A1]) for row in reads)
+    assert any(row.object_id == str(world.ids[GRID_A1][0]) for row in reads)
+    assert any(row.object_id == str(other) for row in audit_rows(world, "read_not_found"))
+
+
+def test_a_grid_leader_sees_his_community(world: World) -> None:
+    items = world.client.get("/v1/residents", headers=as_user(world, "leader.a")).json()["items"]
+    assert sorted(i["id"] for i in items) == sorted(world.ids[GRID_A1] + world.ids[GRID_A2])
+
+
+def test_the_command_center_sees_everyone_masked(world: World) -> None:
+    items = world.client.get("/v1/residents", headers=as_user(world, "center")).json()["items"]
+    assert len(items) == 6 and all(i["masked"] for i in items)
+    one = items[0]
+    assert one["name"] == "张*" and one["phone"] == "138****5678" and one["birth_date"] == "1990"
+    assert one["id_number"][6:14] == "********"
+    assert not any(row.actor.endswith(":command_center") for row in audit_rows(world, "read"))  # masked reads
+
+
+def test_roles_without_personal_data_and_strangers_are_refused(world: World) -> None:
+    r = world.client.get("/v1/residents", headers=as_user(world, "disp"))
+    assert r.status_code == 403 and r.json()["detail"] == "The role dispatcher has no access to residents' data"
+    assert any(row.actor.endswith(":dispatcher") for row in audit_rows(world, "read_refused"))
+    r = world.client.get("/v1/residents")
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_pages_and_bad_input(world: World) -> None:
+    h = as_user(world, "leader.a")
+    first = world.client.get("/v1/residents", params={"limit": 2}, headers=h).json()
+    second = world.client.get("/v1/residents", params={"limit": 2, "after": first["next_after"]}, headers=h).json()
+    assert len(first["items"]) == 2 and first["next_after"] == first["items"][-1]["id"]
+    assert {i["id"] for i in first["items"]}.isdisjoint(i["id"] for i in second["items"])
+    for params in ({"limit": 0}, {"limit": 501}, {"grid": "123"}):
+        assert world.client.get("/v1/residents", params=params, headers=h).status_code == 422
+    for bad in ("abc", "0", str(2**63)):
+        assert world.client.get(f"/v1/residents/{bad}", headers=h).status_code == 422
