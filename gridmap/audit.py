@@ -47,3 +47,37 @@ def record_refusal(engine: Engine, principal: Principal | None, action: str, *, 
     """An audit row for a refused attempt, committed on its own (the request itself rolls back)."""
     with engine.begin() as conn:
         conn.execute(INSERT_SQL, _row(principal, action, object_type, object_ids, None, detail))
+
+
+AUDITORS = frozenset({"auditor"})
+MAX_PAGE = 1000
+
+
+def list_audit(session: Session, principal: Principal, *, actor_id: int | None = None, grid: str | None = None,
+               action: str | None = None, since: Any = None, until: Any = None, limit: int = 100,
+               before: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Audit rows newest first, for auditors; `before` = the last id of the previous page."""
+    from gridmap.errors import Forbidden, InvalidInput
+
+    if principal.role not in AUDITORS:
+        raise Forbidden(f"The role {principal.role} may not read the audit log")
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"Invalid value for parameter limit: 1 to {MAX_PAGE}")
+    where, params = ["true"], {"limit": limit + 1}
+    for name, value, sql in (("actor_id", actor_id, "actor_id = :actor_id"), ("grid", grid, "grid_code LIKE :grid"),
+                             ("action", action, "action = :action"), ("since", since, "at >= :since"),
+                             ("until", until, "at < :until"), ("before", before, "id < :before")):  # fmt: skip
+        if value is not None:
+            if name in ("since", "until") and getattr(value, "tzinfo", None) is None:
+                raise InvalidInput(f"Invalid value for parameter {name}: give a time zone, e.g. 2026-11-23T10:00:00+08:00")
+            if name == "grid" and not (value.isascii() and value.isdigit() and len(value) in (6, 9, 12, 15)):
+                raise InvalidInput("Invalid value for parameter grid: a 6-, 9-, 12- or 15-digit area code")
+            where.append(sql)
+            params[name] = f"{value}%" if name == "grid" else value
+    rows = session.execute(
+        text(f"SELECT id, at, actor_id, actor, action, object_type, object_id, grid_code, detail FROM audit_log "
+             f"WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :limit"), params,
+    ).mappings().all()  # fmt: skip
+    page = [dict(r, at=r["at"].isoformat()) for r in rows[:limit]]
+    record(session, principal, "audit_read", object_type="audit_log", detail={"count": len(page)})
+    return {"items": page, "next_before": page[-1]["id"] if len(rows) > limit else None}

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
 from api import problems
+from api.routers import audit as audit_router
 from api.routers import auth as auth_router
 from api.routers import residents as residents_router
 from gridmap import auth, idnumber, migrate
@@ -54,12 +55,14 @@ def world(database_url_for_tests: str) -> Iterator[World]:
             for username, role, scopes in [("worker.a1", "grid_worker", [("grid", GRID_A1)]),
                                            ("leader.a", "grid_leader", [("community", COMMUNITY_A)]),
                                            ("center", "command_center", [("city", "")]),
-                                           ("disp", "dispatcher", [("city", "")])]:  # fmt: skip
+                                           ("disp", "dispatcher", [("city", "")]),
+                                           ("audit.wu", "auditor", [("city", "")])]:  # fmt: skip
                 auth.add_user(s, username=username, name=username, role=role, password=PASSWORD, scopes=scopes)
         app = FastAPI()
         problems.install(app)
         app.include_router(auth_router.router)
         app.include_router(residents_router.router)
+        app.include_router(audit_router.router)
         app.state.engine = engine
         with TestClient(app) as client:
             yield World(engine, client, ids)
@@ -129,3 +132,26 @@ def test_pages_and_bad_input(world: World) -> None:
         assert world.client.get("/v1/residents", params=params, headers=h).status_code == 422
     for bad in ("abc", "0", str(2**63)):
         assert world.client.get(f"/v1/residents/{bad}", headers=h).status_code == 422
+
+
+def test_auditors_read_the_audit_log_and_nobody_else(world: World) -> None:
+    worker = as_user(world, "worker.a1")
+    world.client.get(f"/v1/residents/{world.ids[GRID_A1][1]}", headers=worker)
+    with world.engine.connect() as c:
+        worker_id = c.execute(text("SELECT id FROM staff WHERE username = 'worker.a1'")).scalar_one()
+    h = as_user(world, "audit.wu")
+    r = world.client.get("/v1/audit", params={"user": worker_id, "action": "read", "grid": GRID_A1[:12]}, headers=h)
+    assert r.status_code == 200
+    rows = r.json()["items"]
+    assert rows and all(row["actor_id"] == worker_id and row["action"] == "read" for row in rows)
+    assert str(world.ids[GRID_A1][1]) in {row["object_id"] for row in rows}
+    first = world.client.get("/v1/audit", params={"limit": 1}, headers=h).json()
+    assert first["items"][0]["action"] == "audit_read"  # reading the log is logged too
+    nxt = world.client.get("/v1/audit", params={"limit": 1, "before": first["next_before"]}, headers=h).json()
+    assert nxt["items"][0]["id"] < first["items"][0]["id"]
+    for params in ({"grid": "12"}, {"from": "2026-11-23T10:00:00"}, {"limit": 0}, {"user": 0}):
+        assert world.client.get("/v1/audit", params=params, headers=h).status_code == 422, params
+    refused = world.client.get("/v1/audit", headers=worker)
+    assert refused.status_code == 403 and refused.json()["detail"] == "The role grid_worker may not read the audit log"
+    actions = {row["action"] for row in world.client.get("/v1/audit", params={"user": worker_id}, headers=h).json()["items"]}
+    assert "audit_read_refused" in actions
