@@ -214,19 +214,22 @@ class Resident(Base):
     building_id: Mapped[int | None] = mapped_column(ForeignKey("building.id", ondelete="SET NULL"), index=True)
     grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
     name: Mapped[str] = mapped_column(Text)
-    id_number: Mapped[str | None] = mapped_column(String(18), unique=True)
+    id_number: Mapped[str | None] = mapped_column(String(18))  # unique among reviewed residents (0009)
     gender: Mapped[str | None] = mapped_column(String(1))
     birth_date: Mapped[dt.date | None] = mapped_column(Date)
     phone: Mapped[str | None] = mapped_column(String(20))
     relation: Mapped[str | None] = mapped_column(String(12))
     tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
+    review: Mapped[str | None] = mapped_column(String(24))  # 'duplicate_id_number': registered twice
     is_synthetic: Mapped[bool] = mapped_column(Boolean, server_default="false")
     created_at: Mapped[dt.datetime] = now_col()
     updated_at: Mapped[dt.datetime] = now_col()
     __table_args__ = (
         CheckConstraint("gender IN ('M', 'F')", name="resident_gender"),
         CheckConstraint("id_number ~ '^[0-9]{17}[0-9X]$'", name="resident_id_number_form"),
+        CheckConstraint("review IS NULL OR review IN ('duplicate_id_number')", name="resident_review"),
         Index("ix_resident_tags", "tags", postgresql_using="gin"),
+        Index("uq_resident_id_number", "id_number", unique=True, postgresql_where=text("review IS NULL")),
     )
 
 

@@ -7,13 +7,15 @@ audited in the same transaction, refusals in one of their own.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import PrincipalDep, SessionDep
 from gridmap import access, audit
-from gridmap.errors import Forbidden, NotFound
+from gridmap.errors import Forbidden, InvalidInput, NotFound
 from gridmap.services import residents as svc
 
 router = APIRouter(prefix="/v1", tags=["residents"])
@@ -53,3 +55,67 @@ def get_resident(request: Request, session: SessionDep, principal: PrincipalDep,
         audit.record_refusal(request.app.state.engine, principal, "read_not_found", object_type="resident",
                              object_ids=[resident_id])  # fmt: skip
         raise
+
+
+class ResidentIn(BaseModel):
+    """A resident registered in a household; the grid follows the household (it cannot be sent)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    household_id: int = Field(ge=1, le=2**63 - 1, description="the household, in one of your grids")
+    name: str = Field(description="full name, at most 64 characters")
+    id_number: str | None = Field(None, description="GB 11643 resident ID number (18 characters)")
+    gender: str | None = Field(None, description="M or F; taken from the ID number when given")
+    birth_date: dt.date | None = Field(None, description="taken from the ID number when given")
+    phone: str | None = Field(None, description="mobile or landline with area code")
+    relation: str | None = Field(None, description="relation to the head of household, e.g. 户主, 配偶, 子女")
+    tags: list[str] | None = Field(None, description="care groups etc., e.g. 独居老人; at most 20")
+
+
+class ResidentPatch(BaseModel):
+    """Fields that may change; moving to another household moves the resident to its grid."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    household_id: int | None = Field(None, ge=1, le=2**63 - 1)
+    name: str | None = None
+    phone: str | None = None
+    relation: str | None = None
+    tags: list[str] | None = None
+
+
+def _guarded(request: Request, principal: PrincipalDep, action: str, object_ids: list[int], run):  # type: ignore[no-untyped-def]
+    """Run a change; a refusal (403, 404) is audited in a transaction of its own."""
+    try:
+        return run()
+    except (Forbidden, NotFound, InvalidInput) as exc:
+        audit.record_refusal(request.app.state.engine, principal, f"{action}_refused", object_type="resident",
+                             object_ids=object_ids, detail={"status": exc.status})  # fmt: skip
+        raise
+
+
+@router.post("/residents", status_code=201, summary="Register a resident in a household of your grids")
+def create_resident(request: Request, response: Response, session: SessionDep, principal: PrincipalDep,
+                    payload: ResidentIn) -> dict[str, Any]:  # fmt: skip
+    scope = _scope(request, session, principal, "create")
+    out = _guarded(request, principal, "create", [],
+                   lambda: svc.create_resident(session, principal, scope, **payload.model_dump()))  # fmt: skip
+    response.headers["Location"] = f"/v1/residents/{out['id']}"
+    return out
+
+
+@router.patch("/residents/{resident_id}", summary="Change a resident of your grids (name, phone, relation, tags, household)")
+def update_resident(request: Request, session: SessionDep, principal: PrincipalDep, payload: ResidentPatch,
+                    resident_id: Annotated[int, Path(ge=1, le=2**63 - 1)]) -> dict[str, Any]:  # fmt: skip
+    scope = _scope(request, session, principal, "update")
+    changes = payload.model_dump(exclude_unset=True)
+    return _guarded(request, principal, "update", [resident_id],
+                    lambda: svc.update_resident(session, principal, scope, resident_id, changes))  # fmt: skip
+
+
+@router.delete("/residents/{resident_id}", status_code=204, summary="Remove a resident of your grids")
+def delete_resident(request: Request, session: SessionDep, principal: PrincipalDep,
+                    resident_id: Annotated[int, Path(ge=1, le=2**63 - 1)]) -> Response:  # fmt: skip
+    scope = _scope(request, session, principal, "delete")
+    _guarded(request, principal, "delete", [resident_id], lambda: svc.delete_resident(session, principal, scope, resident_id))
+    return Response(status_code=204)

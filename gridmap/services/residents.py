@@ -67,3 +67,139 @@ def get_resident(session: Session, principal: Principal, scope: Scope, resident_
     if scope.clear:
         audit.record(session, principal, "read", object_type="resident", object_ids=[row.id], grid_code=row.grid_code)
     return _out(row, scope.clear)
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+# ---------------------------------------------------------------------------------------------
+
+TEXT_LIMITS = {"name": 64, "relation": 12}
+MAX_TAGS, MAX_TAG = 20, 20
+
+
+def _writer(principal: Principal, scope: Scope) -> None:
+    from gridmap.errors import Forbidden
+
+    if not scope.clear:
+        raise Forbidden(f"The role {principal.role} may not change residents' data")
+
+
+def _text_field(name: str, value: str | None, *, required: bool = False) -> str | None:
+    value = value.strip() if isinstance(value, str) else value
+    if not value:
+        if required:
+            raise InvalidInput(f"Missing required parameter {name}")
+        return None
+    if "\x00" in value or len(value) > TEXT_LIMITS[name]:
+        raise InvalidInput(f"Invalid value for parameter {name}: 1 to {TEXT_LIMITS[name]} characters")
+    return value
+
+
+def _tags(tags: list[str] | None) -> list[str]:
+    out = [t.strip() for t in tags or [] if t and t.strip()]
+    if len(out) > MAX_TAGS or any(len(t) > MAX_TAG or "\x00" in t for t in out):
+        raise InvalidInput(f"Invalid value for parameter tags: at most {MAX_TAGS} tags of at most {MAX_TAG} characters")
+    return sorted(set(out))
+
+
+def _household(session: Session, scope: Scope, household_id: int) -> Any:
+    """The household if the caller may reach it; one answer for "none" and "not yours"."""
+    row = session.execute(text("SELECT id, grid_code, building_id FROM household WHERE id = :id"), {"id": household_id}).first()
+    if row is None or not scope.covers(row.grid_code):
+        raise InvalidInput(f"Unknown household {household_id}")
+    return row
+
+
+def _person(id_number: str | None, gender: str | None, birth_date: Any) -> tuple[str | None, str | None, Any]:
+    """ID number normalised; gender and birth date taken from it (and checked when also given)."""
+    import datetime as dt
+
+    from gridmap import idnumber
+
+    if gender is not None and gender not in ("M", "F"):
+        raise InvalidInput("Invalid value for parameter gender: M or F")
+    if id_number is None:
+        return None, gender, birth_date
+    number = idnumber.normalize(id_number)
+    born = idnumber.birth_date(number)
+    sex = "M" if int(number[16]) % 2 else "F"
+    if gender is not None and gender != sex:
+        raise InvalidInput("Invalid value for parameter gender: it does not match the ID number")
+    if birth_date is not None and (birth_date if isinstance(birth_date, dt.date) else None) != born:
+        raise InvalidInput("Invalid value for parameter birth_date: it does not match the ID number")
+    return number, sex, born
+
+
+def create_resident(session: Session, principal: Principal, scope: Scope, *, household_id: int, name: str,
+                    id_number: str | None = None, gender: str | None = None, birth_date: Any = None,
+                    phone: str | None = None, relation: str | None = None, tags: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Register a resident in a household the caller may reach; the grid follows the household.
+
+    An ID number already registered elsewhere is not refused (that would tell the caller it
+    exists): the resident is stored for review and the answer is the same as for any other.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    from gridmap import phone as phones
+
+    _writer(principal, scope)
+    household = _household(session, scope, household_id)
+    values = {"household": household.id, "building": household.building_id, "grid": household.grid_code,
+              "name": _text_field("name", name, required=True), "relation": _text_field("relation", relation),
+              "phone": phones.normalize(phone) if phone else None, "tags": _tags(tags)}  # fmt: skip
+    values["id_number"], values["gender"], values["birth_date"] = _person(id_number, gender, birth_date)
+    insert = text(
+        "INSERT INTO resident (household_id, building_id, grid_code, name, id_number, gender, birth_date, phone, "
+        "relation, tags, review) VALUES (:household, :building, :grid, :name, :id_number, :gender, :birth_date, "
+        f"CAST(:phone AS varchar), :relation, :tags, :review) RETURNING {COLUMNS.replace('r.', '')}"
+    )  # fmt: skip
+    try:
+        with session.begin_nested():
+            row = session.execute(insert, {**values, "review": None}).one()
+    except IntegrityError as exc:
+        if "uq_resident_id_number" not in str(exc.orig):
+            raise
+        row = session.execute(insert, {**values, "review": "duplicate_id_number"}).one()
+        audit.record(session, principal, "duplicate_id_number", object_type="resident", object_ids=[row.id],
+                     grid_code=row.grid_code)  # fmt: skip
+    audit.record(session, principal, "create", object_type="resident", object_ids=[row.id], grid_code=row.grid_code)
+    return _out(row, True)
+
+
+def update_resident(session: Session, principal: Principal, scope: Scope, resident_id: int,
+                    changes: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """Change name, phone, relation, tags or household (a move: the grid follows the household)."""
+    from gridmap import phone as phones
+
+    _writer(principal, scope)
+    row = session.execute(text(f"SELECT {COLUMNS} FROM resident r WHERE r.id = :id"), {"id": resident_id}).first()
+    if row is None or not scope.covers(row.grid_code):
+        raise NotFound(f"No resident {resident_id}")
+    sets: dict[str, Any] = {}
+    if "name" in changes:
+        sets["name"] = _text_field("name", changes["name"], required=True)
+    if "relation" in changes:
+        sets["relation"] = _text_field("relation", changes["relation"])
+    if "phone" in changes:
+        sets["phone"] = phones.normalize(changes["phone"]) if changes["phone"] else None
+    if "tags" in changes:
+        sets["tags"] = _tags(changes["tags"])
+    if "household_id" in changes:
+        household = _household(session, scope, int(changes["household_id"]))
+        sets.update(household_id=household.id, building_id=household.building_id, grid_code=household.grid_code)
+    if sets:
+        assignments = ", ".join(f"{k} = :{k}" for k in sets)  # keys from the fixed names above
+        row = session.execute(text(f"UPDATE resident r SET {assignments}, updated_at = now() WHERE r.id = :id RETURNING {COLUMNS}"),
+                              {**sets, "id": resident_id}).one()  # fmt: skip
+        audit.record(session, principal, "update", object_type="resident", object_ids=[resident_id], grid_code=row.grid_code,
+                     detail={"fields": sorted(sets)})  # fmt: skip
+    return _out(row, True)
+
+
+def delete_resident(session: Session, principal: Principal, scope: Scope, resident_id: int) -> None:
+    _writer(principal, scope)
+    row = session.execute(text("DELETE FROM resident WHERE id = :id AND (:all OR grid_code = ANY(:g)) RETURNING grid_code"),
+                          {"id": resident_id, "g": list(scope.grids), "all": scope.all_grids}).first()  # fmt: skip
+    if row is None:
+        raise NotFound(f"No resident {resident_id}")
+    audit.record(session, principal, "delete", object_type="resident", object_ids=[resident_id], grid_code=row.grid_code)

@@ -34,6 +34,7 @@ class World:
     engine: Engine
     client: TestClient
     ids: dict[str, list[int]]
+    households: dict[str, int]
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +44,17 @@ def world(database_url_for_tests: str) -> Iterator[World]:
     try:
         migrate.upgrade(engine)
         ids: dict[str, list[int]] = {GRID_A1: [], GRID_A2: [], GRID_B1: []}
+        households: dict[str, int] = {}
         with Session(engine) as s, s.begin():
             build_city(s, tag="res")
+            for grid in ids:
+                households[grid] = s.execute(text("INSERT INTO household (grid_code) VALUES (:g) RETURNING id"), {"g": grid}).scalar_one()
             for grid, n in ((GRID_A1, 3), (GRID_A2, 2), (GRID_B1, 1)):
                 for i in range(n):
                     ids[grid].append(s.execute(text(
                         "INSERT INTO resident (grid_code, name, id_number, phone, birth_date) "
                         "VALUES (:g, :n, :idn, '13812345678', '1990-03-07') RETURNING id"),
-                        {"g": grid, "n": f"张{grid[-1]}{i}", "idn": _id_number(f"3401041990030{sum(map(len, ids.values())):04d}")},
+                        {"g": grid, "n": f"张{grid[-1]}{i}", "idn": _id_number(f"340104199003{10 + sum(map(len, ids.values())):02d}123")},
                     ).scalar_one())  # fmt: skip
             for username, role, scopes in [("worker.a1", "grid_worker", [("grid", GRID_A1)]),
                                            ("leader.a", "grid_leader", [("community", COMMUNITY_A)]),
@@ -65,7 +69,7 @@ def world(database_url_for_tests: str) -> Iterator[World]:
         app.include_router(audit_router.router)
         app.state.engine = engine
         with TestClient(app) as client:
-            yield World(engine, client, ids)
+            yield World(engine, client, ids, households)
     finally:
         engine.dispose()
         drop_database(url)
@@ -155,3 +159,88 @@ def test_auditors_read_the_audit_log_and_nobody_else(world: World) -> None:
     assert refused.status_code == 403 and refused.json()["detail"] == "The role grid_worker may not read the audit log"
     actions = {row["action"] for row in world.client.get("/v1/audit", params={"user": worker_id}, headers=h).json()["items"]}
     assert "audit_read_refused" in actions
+
+
+def new_person(world: World, household: str, **kw: object) -> dict:
+    return {"household_id": world.households[household], "name": "李新", **kw}
+
+
+def test_a_grid_worker_registers_and_changes_his_own_residents(world: World) -> None:
+    h = as_user(world, "worker.a1")
+    number = _id_number("34010420010915002")
+    r = world.client.post("/v1/residents", json=new_person(world, GRID_A1, id_number=number.lower(), phone="138 0000 1111",
+                                                          tags=["独居老人"]), headers=h)  # fmt: skip
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert r.headers["location"] == f"/v1/residents/{made['id']}"
+    assert (made["grid_code"], made["id_number"], made["gender"], made["birth_date"], made["phone"]) == (
+        GRID_A1, number, "F", "2001-09-15", "13800001111")
+    assert world.client.patch(f"/v1/residents/{made['id']}", json={"relation": "子女"}, headers=h).json()["relation"] == "子女"
+    # moving into a household of another grid is refused, and that household does not exist for him
+    moved = world.client.patch(f"/v1/residents/{made['id']}", json={"household_id": world.households[GRID_A2]}, headers=h)
+    assert moved.status_code == 422 and moved.json()["detail"] == f"Unknown household {world.households[GRID_A2]}"
+    leader = as_user(world, "leader.a")
+    assert world.client.patch(f"/v1/residents/{made['id']}", json={"household_id": world.households[GRID_A2]},
+                              headers=leader).json()["grid_code"] == GRID_A2  # fmt: skip
+    assert world.client.get(f"/v1/residents/{made['id']}", headers=h).status_code == 404  # gone from his grid
+    assert world.client.delete(f"/v1/residents/{made['id']}", headers=leader).status_code == 204
+    assert world.client.get(f"/v1/residents/{made['id']}", headers=leader).status_code == 404
+    actions = [row.object_id for row in audit_rows(world, "create")] + [row.object_id for row in audit_rows(world, "delete")]
+    assert actions.count(str(made["id"])) == 2
+
+
+def test_other_grids_residents_cannot_be_touched(world: World) -> None:
+    h = as_user(world, "worker.a1")
+    other = world.ids[GRID_B1][0]
+    assert world.client.patch(f"/v1/residents/{other}", json={"name": "改名"}, headers=h).status_code == 404
+    assert world.client.delete(f"/v1/residents/{other}", headers=h).status_code == 404
+    r = world.client.post("/v1/residents", json=new_person(world, GRID_B1), headers=h)
+    assert r.status_code == 422 and r.json()["detail"] == f"Unknown household {world.households[GRID_B1]}"
+    assert world.client.post("/v1/residents", json={**new_person(world, GRID_A1), "household_id": 999_999},
+                             headers=h).json()["detail"] == "Unknown household 999999"  # fmt: skip
+    with world.engine.connect() as c:
+        assert c.execute(text("SELECT name FROM resident WHERE id = :id"), {"id": other}).scalar_one() != "改名"
+    assert any(row.object_id == str(other) for row in audit_rows(world, "update_refused"))
+
+
+def test_grid_role_and_review_cannot_be_mass_assigned(world: World) -> None:
+    h = as_user(world, "worker.a1")
+    for extra in ({"grid_code": GRID_B1}, {"role": "admin"}, {"review": None}, {"building_id": 1}):
+        r = world.client.post("/v1/residents", json={**new_person(world, GRID_A1), **extra}, headers=h)
+        assert r.status_code == 422 and "Extra inputs are not permitted" in r.json()["detail"], extra
+    mine = world.ids[GRID_A1][0]
+    assert world.client.patch(f"/v1/residents/{mine}", json={"grid_code": GRID_B1}, headers=h).status_code == 422
+
+
+def test_bad_id_numbers_and_phones_are_refused_without_echo(world: World) -> None:
+    h = as_user(world, "worker.a1")
+    good = _id_number("34010420010915002")
+    for bad in (good[:17] + ("0" if good[17] != "0" else "1"), "340104200102300021", "340104010915002", "3401042001 0915002X",
+                "1" * 18):  # fmt: skip
+        r = world.client.post("/v1/residents", json=new_person(world, GRID_A1, id_number=bad), headers=h)
+        assert r.status_code == 422 and r.json()["detail"].startswith("Invalid ID number: "), bad
+        assert bad not in r.text and bad[:12] not in r.text
+    r = world.client.post("/v1/residents", json=new_person(world, GRID_A1, id_number=good, gender="M"), headers=h)
+    assert r.json()["detail"] == "Invalid value for parameter gender: it does not match the ID number"
+    r = world.client.post("/v1/residents", json=new_person(world, GRID_A1, phone="12345"), headers=h)
+    assert r.status_code == 422 and "12345" not in r.text
+
+
+def test_an_id_number_of_another_grid_is_not_revealed(world: World) -> None:
+    """Registering a number that exists in grid B answers like any registration; it is kept for review."""
+    with world.engine.connect() as c:
+        theirs = c.execute(text("SELECT id_number FROM resident WHERE id = :id"), {"id": world.ids[GRID_B1][0]}).scalar_one()
+    h = as_user(world, "worker.a1")
+    r = world.client.post("/v1/residents", json=new_person(world, GRID_A1, id_number=theirs), headers=h)
+    fresh = world.client.post("/v1/residents", json=new_person(world, GRID_A1, id_number=_id_number("34010419850101003")),
+                              headers=h)  # fmt: skip
+    assert (r.status_code, fresh.status_code) == (201, 201) and set(r.json()) == set(fresh.json())
+    assert "review" not in r.json()
+    with world.engine.connect() as c:
+        assert c.execute(text("SELECT review FROM resident WHERE id = :id"), {"id": r.json()["id"]}).scalar_one() == "duplicate_id_number"
+    assert any(row.object_id == str(r.json()["id"]) for row in audit_rows(world, "duplicate_id_number"))
+
+
+def test_city_wide_roles_cannot_write(world: World) -> None:
+    r = world.client.post("/v1/residents", json=new_person(world, GRID_A1), headers=as_user(world, "center"))
+    assert r.status_code == 403 and r.json()["detail"] == "The role command_center may not change residents' data"
