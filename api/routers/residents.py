@@ -38,11 +38,17 @@ def list_residents(
     session: SessionDep,
     principal: PrincipalDep,
     grid: Annotated[str | None, Query(description="only this 15-digit grid code")] = None,
+    name: Annotated[str | None, Query(description="part of the name (clear access only)")] = None,
+    id_number: Annotated[str | None, Query(description="exact ID number (clear access only)")] = None,
+    phone: Annotated[str | None, Query(description="exact phone (clear access only)")] = None,
+    tag: Annotated[str | None, Query(description="residents with this tag, e.g. 独居老人")] = None,
     limit: Annotated[int, Query(description=f"page size, at most {svc.MAX_PAGE}")] = 100,
     after: Annotated[int | None, Query(description="the next_after of the previous page")] = None,
 ) -> dict[str, Any]:
     scope = _scope(request, session, principal, "read")
-    return svc.list_residents(session, principal, scope, grid=grid, limit=limit, after=after)
+    return _guarded(request, principal, "read", [], lambda: svc.list_residents(
+        session, principal, scope, grid=grid, name=name, id_number=id_number, phone=phone, tag=tag, limit=limit,
+        after=after))  # fmt: skip
 
 
 @router.get("/residents/{resident_id}", summary="One resident, if in your grids")

@@ -34,11 +34,21 @@ def _out(row: Any, clear: bool) -> dict[str, Any]:
 
 
 def list_residents(session: Session, principal: Principal, scope: Scope, *, grid: str | None = None,
-                   limit: int = 100, after: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """Residents in scope by id, a page at a time (`after` = the last id of the previous page)."""
+                   name: str | None = None, id_number: str | None = None, phone: str | None = None,
+                   tag: str | None = None, limit: int = 100, after: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Residents in scope by id, a page at a time (`after` = the last id of the previous page),
+    optionally searched by name (part of it), ID number, phone or tag; `total` counts the matches.
+
+    Searching by name, ID number or phone needs clear access: on masked data it would tell who
+    is who. Totals under 5 are suppressed for masked roles.
+    """
+    from gridmap import idnumber, masking
+    from gridmap import phone as phones
+    from gridmap.errors import Forbidden
+
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"Invalid value for parameter limit: 1 to {MAX_PAGE}")
-    where, params = ["true"], {"limit": limit + 1}
+    where, params = ["true"], {}
     if not scope.all_grids:  # the service's own check; row-level security checks again
         where.append("r.grid_code = ANY(:grids)")
         params["grids"] = list(scope.grids)
@@ -47,17 +57,37 @@ def list_residents(session: Session, principal: Principal, scope: Scope, *, grid
             raise InvalidInput("Invalid value for parameter grid: a grid code has 15 digits")
         where.append("r.grid_code = :grid")
         params["grid"] = grid
+    searched = [k for k, v in (("name", name), ("id_number", id_number), ("phone", phone)) if v]
+    if searched and not scope.clear:
+        raise Forbidden(f"The role {principal.role} may not search residents by {', '.join(searched)}")
+    if name:
+        if len(name) > 32 or "\x00" in name:
+            raise InvalidInput("Invalid value for parameter name: 1 to 32 characters")
+        where.append("strpos(r.name, :name) > 0")
+        params["name"] = name.strip()
+    if id_number:
+        where.append("r.id_number = :id_number")
+        params["id_number"] = idnumber.normalize(id_number)
+    if phone:
+        where.append("r.phone = :phone")
+        params["phone"] = phones.normalize(phone)
+    if tag:
+        where.append("r.tags @> ARRAY[CAST(:tag AS text)]")
+        params["tag"] = tag.strip()[:20]
+    cond = " AND ".join(where)
+    total = int(session.execute(text(f"SELECT count(*) FROM resident r WHERE {cond}"), params).scalar_one())
     if after is not None:
-        where.append("r.id > :after")
+        cond += " AND r.id > :after"
         params["after"] = after
-    rows = session.execute(text(f"SELECT {COLUMNS} FROM resident r WHERE {' AND '.join(where)} ORDER BY r.id LIMIT :limit"),
-                           params).all()  # fmt: skip
+    rows = session.execute(text(f"SELECT {COLUMNS} FROM resident r WHERE {cond} ORDER BY r.id LIMIT :limit"),
+                           {**params, "limit": limit + 1}).all()  # fmt: skip
     page = rows[:limit]
     items = [_out(r, scope.clear) for r in page]
     if scope.clear and items:
         audit.record(session, principal, "read", object_type="resident", object_ids=[i["id"] for i in items],
-                     grid_code=grid, detail={"fields": "all", "count": len(items)})  # fmt: skip
-    return {"items": items, "next_after": page[-1].id if len(rows) > limit else None}
+                     grid_code=grid, detail={"fields": "all", "count": len(items), "searched_by": searched})  # fmt: skip
+    shown_total: int | str = total if scope.clear else masking.suppress_small({"t": total})["t"]
+    return {"items": items, "total": shown_total, "next_after": page[-1].id if len(rows) > limit else None}
 
 
 def get_resident(session: Session, principal: Principal, scope: Scope, resident_id: int) -> dict[str, Any]:

@@ -244,3 +244,23 @@ def test_an_id_number_of_another_grid_is_not_revealed(world: World) -> None:
 def test_city_wide_roles_cannot_write(world: World) -> None:
     r = world.client.post("/v1/residents", json=new_person(world, GRID_A1), headers=as_user(world, "center"))
     assert r.status_code == 403 and r.json()["detail"] == "The role command_center may not change residents' data"
+
+
+def test_search_stays_in_scope_and_needs_clear_access(world: World) -> None:
+    h = as_user(world, "worker.a1")
+    with world.engine.connect() as c:
+        theirs = c.execute(text("SELECT id_number FROM resident WHERE id = :id"), {"id": world.ids[GRID_A2][0]}).scalar_one()
+        mine = c.execute(text("SELECT id_number FROM resident WHERE id = :id"), {"id": world.ids[GRID_A1][0]}).scalar_one()
+    found = world.client.get("/v1/residents", params={"id_number": mine}, headers=h).json()
+    assert [i["id"] for i in found["items"]] == [world.ids[GRID_A1][0]] and found["total"] == 1
+    assert world.client.get("/v1/residents", params={"id_number": theirs}, headers=h).json() == {
+        "items": [], "total": 0, "next_after": None}  # another grid's resident does not exist, counted or not
+    named = world.client.get("/v1/residents", params={"name": "张"}, headers=h).json()
+    assert named["total"] == len(named["items"]) and all(i["grid_code"] == GRID_A1 for i in named["items"])
+    bad = world.client.get("/v1/residents", params={"id_number": "12345"}, headers=h)
+    assert bad.status_code == 422 and "12345" not in bad.text
+    center = as_user(world, "center")
+    refused = world.client.get("/v1/residents", params={"name": "张"}, headers=center)
+    assert refused.status_code == 403 and refused.json()["detail"] == "The role command_center may not search residents by name"
+    counted = world.client.get("/v1/residents", params={"grid": GRID_B1}, headers=center).json()
+    assert counted["total"] == "<5" and all(i["masked"] for i in counted["items"])
