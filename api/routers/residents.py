@@ -90,12 +90,13 @@ class ResidentPatch(BaseModel):
     tags: list[str] | None = None
 
 
-def _guarded(request: Request, principal: PrincipalDep, action: str, object_ids: list[int], run):  # type: ignore[no-untyped-def]
-    """Run a change; a refusal (403, 404) is audited in a transaction of its own."""
+def _guarded(request: Request, principal: PrincipalDep, action: str, object_ids: list[int], run,  # type: ignore[no-untyped-def]
+             object_type: str = "resident"):  # fmt: skip
+    """Run a request's work; a refusal (403, 404, 422) is audited in a transaction of its own."""
     try:
         return run()
     except (Forbidden, NotFound, InvalidInput) as exc:
-        audit.record_refusal(request.app.state.engine, principal, f"{action}_refused", object_type="resident",
+        audit.record_refusal(request.app.state.engine, principal, f"{action}_refused", object_type=object_type,
                              object_ids=object_ids, detail={"status": exc.status})  # fmt: skip
         raise
 
@@ -125,3 +126,33 @@ def delete_resident(request: Request, session: SessionDep, principal: PrincipalD
     scope = _scope(request, session, principal, "delete")
     _guarded(request, principal, "delete", [resident_id], lambda: svc.delete_resident(session, principal, scope, resident_id))
     return Response(status_code=204)
+
+
+class HouseholdIn(BaseModel):
+    """A household (户): in a building of your grids, or in one of your grids."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    building_id: int | None = Field(None, ge=1, le=2**63 - 1, description="the building; its grid is the household's")
+    grid_code: str | None = Field(None, description="one of your grids, when there is no building")
+    unit_no: str | None = Field(None, description="unit / room number, at most 32 characters")
+
+
+@router.get("/households", summary="Households in your grids, with their member counts")
+def list_households(
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    grid: Annotated[str | None, Query(description="only this 15-digit grid code")] = None,
+    limit: Annotated[int, Query(description=f"page size, at most {svc.MAX_PAGE}")] = 100,
+    after: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="the next_after of the previous page")] = None,
+) -> dict[str, Any]:
+    scope = _scope(request, session, principal, "read")
+    return svc.list_households(session, principal, scope, grid=grid, limit=limit, after=after)
+
+
+@router.post("/households", status_code=201, summary="Create a household in a building or grid of yours")
+def create_household(request: Request, session: SessionDep, principal: PrincipalDep, payload: HouseholdIn) -> dict[str, Any]:
+    scope = _scope(request, session, principal, "create")
+    return _guarded(request, principal, "create", [],
+                    lambda: svc.create_household(session, principal, scope, **payload.model_dump()), "household")  # fmt: skip

@@ -233,3 +233,61 @@ def delete_resident(session: Session, principal: Principal, scope: Scope, reside
     if row is None:
         raise NotFound(f"No resident {resident_id}")
     audit.record(session, principal, "delete", object_type="resident", object_ids=[resident_id], grid_code=row.grid_code)
+
+
+# ---------------------------------------------------------------------------------------------
+# households
+# ---------------------------------------------------------------------------------------------
+
+HOUSEHOLD_COLUMNS = "h.id, h.building_id, h.grid_code, h.unit_no, h.size, (SELECT count(*) FROM resident m WHERE m.household_id = h.id) AS members"
+
+
+def _household_out(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "building_id": row.building_id, "grid_code": row.grid_code, "unit_no": row.unit_no,
+            "size": row.size, "members": int(row.members)}  # fmt: skip
+
+
+def list_households(session: Session, principal: Principal, scope: Scope, *, grid: str | None = None,
+                    limit: int = 100, after: int | None = None) -> dict[str, Any]:  # fmt: skip
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"Invalid value for parameter limit: 1 to {MAX_PAGE}")
+    where, params = ["true"], {"limit": limit + 1}
+    if not scope.all_grids:
+        where.append("h.grid_code = ANY(:grids)")
+        params["grids"] = list(scope.grids)
+    if grid is not None:
+        if not (len(grid) == 15 and grid.isascii() and grid.isdigit()):
+            raise InvalidInput("Invalid value for parameter grid: a grid code has 15 digits")
+        where.append("h.grid_code = :grid")
+        params["grid"] = grid
+    if after is not None:
+        where.append("h.id > :after")
+        params["after"] = after
+    rows = session.execute(text(f"SELECT {HOUSEHOLD_COLUMNS} FROM household h WHERE {' AND '.join(where)} "
+                                "ORDER BY h.id LIMIT :limit"), params).all()  # fmt: skip
+    page = rows[:limit]
+    return {"items": [_household_out(r) for r in page], "next_after": page[-1].id if len(rows) > limit else None}
+
+
+def create_household(session: Session, principal: Principal, scope: Scope, *, building_id: int | None = None,
+                     grid_code: str | None = None, unit_no: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """A household in a building (its grid follows the building) or, without one, in a grid of yours."""
+    _writer(principal, scope)
+    if building_id is not None:
+        building = session.execute(text("SELECT id, grid_code FROM building WHERE id = :id"), {"id": building_id}).first()
+        if building is None or not scope.covers(building.grid_code):
+            raise InvalidInput(f"Unknown building {building_id}")
+        if grid_code is not None and grid_code != building.grid_code:
+            raise InvalidInput("Invalid value for parameter grid_code: the building lies in another grid")
+        grid_code = building.grid_code
+    elif grid_code is None or not scope.covers(grid_code):
+        raise InvalidInput("Invalid value for parameter grid_code: give a building, or one of your grids")
+    if unit_no is not None and (len(unit_no) > 32 or "\x00" in unit_no):
+        raise InvalidInput("Invalid value for parameter unit_no: at most 32 characters")
+    row = session.execute(
+        text("INSERT INTO household (building_id, grid_code, unit_no) VALUES (:b, :g, :u) "
+             "RETURNING id, building_id, grid_code, unit_no, size, 0 AS members"),
+        {"b": building_id, "g": grid_code, "u": unit_no.strip() if unit_no else None},
+    ).one()  # fmt: skip
+    audit.record(session, principal, "create", object_type="household", object_ids=[row.id], grid_code=grid_code)
+    return _household_out(row)

@@ -264,3 +264,19 @@ def test_search_stays_in_scope_and_needs_clear_access(world: World) -> None:
     assert refused.status_code == 403 and refused.json()["detail"] == "The role command_center may not search residents by name"
     counted = world.client.get("/v1/residents", params={"grid": GRID_B1}, headers=center).json()
     assert counted["total"] == "<5" and all(i["masked"] for i in counted["items"])
+
+
+def test_households_in_your_grids(world: World) -> None:
+    h = as_user(world, "worker.a1")
+    listed = world.client.get("/v1/households", headers=h).json()["items"]
+    assert [i["grid_code"] for i in listed] == [GRID_A1]
+    made = world.client.post("/v1/households", json={"grid_code": GRID_A1, "unit_no": "3-201"}, headers=h)
+    assert made.status_code == 201 and made.json()["members"] == 0 and made.json()["grid_code"] == GRID_A1
+    person = world.client.post("/v1/residents", json={"household_id": made.json()["id"], "name": "新户主"}, headers=h)
+    assert person.status_code == 201 and person.json()["grid_code"] == GRID_A1
+    members = {i["id"]: i["members"] for i in world.client.get("/v1/households", headers=h).json()["items"]}
+    assert members[made.json()["id"]] == 1
+    for body in ({"grid_code": GRID_B1}, {}, {"grid_code": GRID_A1, "role": "admin"}, {"building_id": 999_999}):
+        r = world.client.post("/v1/households", json=body, headers=h)
+        assert r.status_code == 422, body
+    assert world.client.post("/v1/households", json={"grid_code": GRID_A1}, headers=as_user(world, "center")).status_code == 403
