@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gridmap.auth import Principal
-from gridmap.errors import Forbidden
+from gridmap.errors import Forbidden, InvalidInput
 
 # roles that see clear personal data, within their scopes
 CLEAR_IN_SCOPE = frozenset({"grid_worker", "grid_leader", "community_admin", "street_admin", "district_admin"})
@@ -53,14 +53,41 @@ def grids_of(session: Session, principal: Principal) -> tuple[bool, tuple[str, .
     return False, tuple(codes)
 
 
-def resident_scope(session: Session, principal: Principal) -> Scope:
-    """The caller's reach over residents and households; 403 for roles without personal data."""
+def reach(session: Session, principal: Principal, *, city_wide: frozenset[str], what: str) -> Scope:
+    """Grid staff reach their grids (clear); `city_wide` roles every grid (masked); others 403."""
     if principal.role in CLEAR_IN_SCOPE:
         everywhere, grids = grids_of(session, principal)
         return Scope(clear=True, all_grids=everywhere, grids=grids)
-    if principal.role in MASKED_CITY_WIDE:
+    if principal.role in city_wide:
         return Scope(clear=False, all_grids=True, grids=())
-    raise Forbidden(f"The role {principal.role} has no access to residents' data")
+    raise Forbidden(f"The role {principal.role} has no access to {what}")
+
+
+def resident_scope(session: Session, principal: Principal) -> Scope:
+    """The caller's reach over residents and households; 403 for roles without personal data."""
+    return reach(session, principal, city_wide=MASKED_CITY_WIDE, what="residents' data")
+
+
+def page_filter(alias: str, scope: Scope, *, grid: str | None, limit: int, after: int | None,
+                max_page: int) -> tuple[list[str], dict[str, object]]:  # fmt: skip
+    """WHERE terms and parameters of a keyset page over `alias` (a table with id and grid_code):
+    the caller's grids (the service's own check), an optional grid, rows after `after`."""
+    if not 1 <= limit <= max_page:
+        raise InvalidInput(f"Invalid value for parameter limit: 1 to {max_page}")
+    where: list[str] = ["true"]
+    params: dict[str, object] = {}
+    if not scope.all_grids:
+        where.append(f"{alias}.grid_code = ANY(:grids)")
+        params["grids"] = list(scope.grids)
+    if grid is not None:
+        if not (len(grid) == 15 and grid.isascii() and grid.isdigit()):
+            raise InvalidInput("Invalid value for parameter grid: a grid code has 15 digits")
+        where.append(f"{alias}.grid_code = :grid")
+        params["grid"] = grid
+    if after is not None:
+        where.append(f"{alias}.id > :after")
+        params["after"] = after
+    return where, params
 
 
 def open_scope(session: Session, scope: Scope) -> None:

@@ -13,9 +13,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import PrincipalDep, SessionDep
+from api.deps import AfterQuery, GridQuery, PrincipalDep, SessionDep, audit_refusals
 from gridmap import access, audit
-from gridmap.errors import Forbidden, InvalidInput, NotFound
+from gridmap.errors import Forbidden, NotFound
 from gridmap.services import residents as svc
 
 router = APIRouter(prefix="/v1", tags=["residents"])
@@ -37,13 +37,13 @@ def list_residents(
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
-    grid: Annotated[str | None, Query(description="only this 15-digit grid code")] = None,
+    grid: GridQuery = None,
     name: Annotated[str | None, Query(description="part of the name (clear access only)")] = None,
     id_number: Annotated[str | None, Query(description="exact ID number (clear access only)")] = None,
     phone: Annotated[str | None, Query(description="exact phone (clear access only)")] = None,
     tag: Annotated[str | None, Query(description="residents with this tag, e.g. 独居老人")] = None,
     limit: Annotated[int, Query(description=f"page size, at most {svc.MAX_PAGE}")] = 100,
-    after: Annotated[int | None, Query(description="the next_after of the previous page")] = None,
+    after: AfterQuery = None,
 ) -> dict[str, Any]:
     scope = _scope(request, session, principal, "read")
     return _guarded(request, principal, "read", [], lambda: svc.list_residents(
@@ -92,13 +92,7 @@ class ResidentPatch(BaseModel):
 
 def _guarded(request: Request, principal: PrincipalDep, action: str, object_ids: list[int], run,  # type: ignore[no-untyped-def]
              object_type: str = "resident"):  # fmt: skip
-    """Run a request's work; a refusal (403, 404, 422) is audited in a transaction of its own."""
-    try:
-        return run()
-    except (Forbidden, NotFound, InvalidInput) as exc:
-        audit.record_refusal(request.app.state.engine, principal, f"{action}_refused", object_type=object_type,
-                             object_ids=object_ids, detail={"status": exc.status})  # fmt: skip
-        raise
+    return audit_refusals(request, principal, action, object_type, object_ids, run)
 
 
 @router.post("/residents", status_code=201, summary="Register a resident in a household of your grids")
@@ -143,9 +137,9 @@ def list_households(
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
-    grid: Annotated[str | None, Query(description="only this 15-digit grid code")] = None,
+    grid: GridQuery = None,
     limit: Annotated[int, Query(description=f"page size, at most {svc.MAX_PAGE}")] = 100,
-    after: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="the next_after of the previous page")] = None,
+    after: AfterQuery = None,
 ) -> dict[str, Any]:
     scope = _scope(request, session, principal, "read")
     return svc.list_households(session, principal, scope, grid=grid, limit=limit, after=after)

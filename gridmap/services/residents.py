@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gridmap import audit, masking
-from gridmap.access import Scope
+from gridmap.access import Scope, page_filter
 from gridmap.auth import Principal
 from gridmap.errors import InvalidInput, NotFound
 
@@ -46,17 +46,8 @@ def list_residents(session: Session, principal: Principal, scope: Scope, *, grid
     from gridmap import phone as phones
     from gridmap.errors import Forbidden
 
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput(f"Invalid value for parameter limit: 1 to {MAX_PAGE}")
-    where, params = ["true"], {}
-    if not scope.all_grids:  # the service's own check; row-level security checks again
-        where.append("r.grid_code = ANY(:grids)")
-        params["grids"] = list(scope.grids)
-    if grid is not None:
-        if not (len(grid) == 15 and grid.isascii() and grid.isdigit()):
-            raise InvalidInput("Invalid value for parameter grid: a grid code has 15 digits")
-        where.append("r.grid_code = :grid")
-        params["grid"] = grid
+    # the service's own check of the caller's grids; row-level security checks again
+    where, params = page_filter("r", scope, grid=grid, limit=limit, after=None, max_page=MAX_PAGE)
     searched = [k for k, v in (("name", name), ("id_number", id_number), ("phone", phone)) if v]
     if searched and not scope.clear:
         raise Forbidden(f"The role {principal.role} may not search residents by {', '.join(searched)}")
@@ -249,20 +240,8 @@ def _household_out(row: Any) -> dict[str, Any]:
 
 def list_households(session: Session, principal: Principal, scope: Scope, *, grid: str | None = None,
                     limit: int = 100, after: int | None = None) -> dict[str, Any]:  # fmt: skip
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput(f"Invalid value for parameter limit: 1 to {MAX_PAGE}")
-    where, params = ["true"], {"limit": limit + 1}
-    if not scope.all_grids:
-        where.append("h.grid_code = ANY(:grids)")
-        params["grids"] = list(scope.grids)
-    if grid is not None:
-        if not (len(grid) == 15 and grid.isascii() and grid.isdigit()):
-            raise InvalidInput("Invalid value for parameter grid: a grid code has 15 digits")
-        where.append("h.grid_code = :grid")
-        params["grid"] = grid
-    if after is not None:
-        where.append("h.id > :after")
-        params["after"] = after
+    where, params = page_filter("h", scope, grid=grid, limit=limit, after=after, max_page=MAX_PAGE)
+    params["limit"] = limit + 1
     rows = session.execute(text(f"SELECT {HOUSEHOLD_COLUMNS} FROM household h WHERE {' AND '.join(where)} "
                                 "ORDER BY h.id LIMIT :limit"), params).all()  # fmt: skip
     page = rows[:limit]

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from api import problems
 from api.routers import audit as audit_router
 from api.routers import auth as auth_router
+from api.routers import buildings as buildings_router
 from api.routers import residents as residents_router
 from gridmap import auth, idnumber, migrate
 from tests.conftest import drop_database, make_database
@@ -49,6 +50,10 @@ def world(database_url_for_tests: str) -> Iterator[World]:
             build_city(s, tag="res")
             for grid in ids:
                 households[grid] = s.execute(text("INSERT INTO household (grid_code) VALUES (:g) RETURNING id"), {"g": grid}).scalar_one()
+            for grid, (x, y) in ((GRID_A1, (117.004, 31.004)), (GRID_B1, (117.004, 31.014))):
+                s.execute(text("INSERT INTO building (code, name, grid_code, geom) VALUES (:c, :n, :g, "
+                               "ST_Multi(ST_Expand(ST_SetSRID(ST_MakePoint(:x, :y), 4326), 0.0002)))"),
+                          {"c": f"B-{grid}", "n": f"楼{grid[-1]}", "g": grid, "x": x, "y": y})  # fmt: skip
             for grid, n in ((GRID_A1, 3), (GRID_A2, 2), (GRID_B1, 1)):
                 for i in range(n):
                     ids[grid].append(s.execute(text(
@@ -57,6 +62,7 @@ def world(database_url_for_tests: str) -> Iterator[World]:
                         {"g": grid, "n": f"张{grid[-1]}{i}", "idn": _id_number(f"340104199003{10 + sum(map(len, ids.values())):02d}123")},
                     ).scalar_one())  # fmt: skip
             for username, role, scopes in [("worker.a1", "grid_worker", [("grid", GRID_A1)]),
+                                           ("plan.li", "planner", [("city", "")]),
                                            ("leader.a", "grid_leader", [("community", COMMUNITY_A)]),
                                            ("center", "command_center", [("city", "")]),
                                            ("disp", "dispatcher", [("city", "")]),
@@ -67,6 +73,7 @@ def world(database_url_for_tests: str) -> Iterator[World]:
         app.include_router(auth_router.router)
         app.include_router(residents_router.router)
         app.include_router(audit_router.router)
+        app.include_router(buildings_router.router)
         app.state.engine = engine
         with TestClient(app) as client:
             yield World(engine, client, ids, households)
@@ -280,3 +287,24 @@ def test_households_in_your_grids(world: World) -> None:
         r = world.client.post("/v1/households", json=body, headers=h)
         assert r.status_code == 422, body
     assert world.client.post("/v1/households", json={"grid_code": GRID_A1}, headers=as_user(world, "center")).status_code == 403
+
+
+def test_buildings_of_your_grids(world: World) -> None:
+    h = as_user(world, "worker.a1")
+    r = world.client.get("/v1/buildings", headers=h)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/geo+json"
+    mine = r.json()["features"]
+    assert [f["properties"]["grid_code"] for f in mine] == [GRID_A1] and mine[0]["geometry"]["type"] == "MultiPolygon"
+    with world.engine.connect() as c:
+        theirs = c.execute(text("SELECT id FROM building WHERE grid_code = :g"), {"g": GRID_B1}).scalar_one()
+    assert world.client.get(f"/v1/buildings/{theirs}", headers=h).status_code == 404
+    assert world.client.patch(f"/v1/buildings/{theirs}", json={"floors": 9}, headers=h).status_code == 404
+    fixed = world.client.patch(f"/v1/buildings/{mine[0]['id']}", json={"floors": 6, "use": "residential"}, headers=h)
+    assert fixed.status_code == 200 and fixed.json()["properties"]["floors"] == 6
+    for body in ({"grid_code": GRID_B1}, {"use": "castle"}, {"floors": 0}):
+        assert world.client.patch(f"/v1/buildings/{mine[0]['id']}", json=body, headers=h).status_code == 422, body
+    planner = as_user(world, "plan.li")
+    assert len(world.client.get("/v1/buildings", headers=planner).json()["features"]) == 2
+    assert world.client.patch(f"/v1/buildings/{theirs}", json={"floors": 9}, headers=planner).status_code == 403
+    assert world.client.get("/v1/buildings", headers=as_user(world, "audit.wu")).status_code == 403
+    assert any(row.object_id == str(theirs) for row in audit_rows(world, "update_refused"))
