@@ -32,6 +32,15 @@ def _scope(request: Request, session: SessionDep, principal: PrincipalDep, actio
     return scope
 
 
+@router.get("/exports/residents.csv", summary="Residents in your reach as CSV, always de-identified (masked values, keyed pseudonyms)",
+            response_class=Response, responses={200: {"content": {"text/csv": {}}}})  # fmt: skip
+def export_residents(request: Request, session: SessionDep, principal: PrincipalDep, grid: GridQuery = None) -> Response:
+    scope = _scope(request, session, principal, "export")
+    body = _guarded(request, principal, "export", [], lambda: svc.export_residents(session, principal, scope, grid=grid))
+    return Response(body.encode(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="residents.csv"'})  # fmt: skip
+
+
 @router.get("/residents", summary="Residents in your grids (masked for city-wide roles), by id, a page at a time")
 def list_residents(
     request: Request,

@@ -270,3 +270,55 @@ def create_household(session: Session, principal: Principal, scope: Scope, *, bu
     ).one()  # fmt: skip
     audit.record(session, principal, "create", object_type="household", object_ids=[row.id], grid_code=grid_code)
     return _household_out(row)
+
+
+# ---------------------------------------------------------------------------------------------
+# exports
+# ---------------------------------------------------------------------------------------------
+
+EXPORTERS = frozenset({"community_admin", "street_admin", "district_admin", "command_center", "analyst", "admin"})
+EXPORT_LIMIT = 200_000
+EXPORT_HEADER = ["pseudonym", "household", "grid_code", "name", "id_number", "gender", "birth_year", "phone", "relation", "tags"]
+
+
+def pseudonym_key() -> bytes:
+    """The export pseudonym key: GRIDMAP_PSEUDONYM_KEY, else derived from GRIDMAP_SECRET_KEY (both outside the database)."""
+    import hashlib
+    import hmac
+
+    from gridmap.settings import api_settings
+
+    settings = api_settings()
+    if settings.pseudonym_key:
+        return settings.pseudonym_key.encode()
+    return hmac.new(settings.secret_key.encode(), b"gridmap pseudonyms", hashlib.sha256).digest()
+
+
+def export_residents(session: Session, principal: Principal, scope: Scope, *, grid: str | None = None) -> str:
+    """The residents in reach as CSV, always de-identified: masked values, stable pseudonyms of
+    the person (from the ID number, else the record) and of the household, no clear identifier."""
+    import csv
+    import io
+
+    from gridmap.errors import Forbidden, PayloadTooLarge
+
+    if principal.role not in EXPORTERS:
+        raise Forbidden(f"The role {principal.role} may not export residents")
+    where, params = page_filter("r", scope, grid=grid, limit=1, after=None, max_page=1)
+    rows = session.execute(text(f"SELECT {COLUMNS} FROM resident r WHERE {' AND '.join(where)} ORDER BY r.id LIMIT :n"),
+                           {**params, "n": EXPORT_LIMIT + 1}).all()  # fmt: skip
+    if len(rows) > EXPORT_LIMIT:
+        raise PayloadTooLarge(f"More than {EXPORT_LIMIT:,} residents: export one grid or street at a time")
+    key = pseudonym_key()
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(EXPORT_HEADER)
+    for r in rows:
+        person = masking.pseudonym(r.id_number or f"record:{r.id}", key, purpose="resident")
+        household = masking.pseudonym(f"household:{r.household_id}", key, purpose="household") if r.household_id else ""
+        writer.writerow([person, household, r.grid_code, masking.mask_name(r.name), masking.mask_id_number(r.id_number),
+                         r.gender or "", r.birth_date.year if r.birth_date else "", masking.mask_phone(r.phone) or "",
+                         r.relation or "", ";".join(r.tags or [])])  # fmt: skip
+    audit.record(session, principal, "export", object_type="resident", grid_code=grid,
+                 detail={"rows": len(rows), "masked": True})  # fmt: skip
+    return buf.getvalue()

@@ -63,6 +63,7 @@ def world(database_url_for_tests: str) -> Iterator[World]:
                     ).scalar_one())  # fmt: skip
             for username, role, scopes in [("worker.a1", "grid_worker", [("grid", GRID_A1)]),
                                            ("plan.li", "planner", [("city", "")]),
+                                           ("admin.a", "community_admin", [("community", COMMUNITY_A)]),
                                            ("leader.a", "grid_leader", [("community", COMMUNITY_A)]),
                                            ("center", "command_center", [("city", "")]),
                                            ("disp", "dispatcher", [("city", "")]),
@@ -308,3 +309,26 @@ def test_buildings_of_your_grids(world: World) -> None:
     assert world.client.patch(f"/v1/buildings/{theirs}", json={"floors": 9}, headers=planner).status_code == 403
     assert world.client.get("/v1/buildings", headers=as_user(world, "audit.wu")).status_code == 403
     assert any(row.object_id == str(theirs) for row in audit_rows(world, "update_refused"))
+
+
+def test_exports_are_de_identified_and_only_for_admins(world: World) -> None:
+    import csv
+    import io
+
+    h = as_user(world, "admin.a")
+    r = world.client.get("/v1/exports/residents.csv", headers=h)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert rows and {row["grid_code"] for row in rows} <= {GRID_A1, GRID_A2}
+    with world.engine.connect() as c:
+        clear = c.execute(text("SELECT id_number, name FROM resident WHERE grid_code IN (:a, :b) AND id_number IS NOT NULL"),
+                          {"a": GRID_A1, "b": GRID_A2}).all()  # fmt: skip
+    assert clear and all(n not in r.text for n, _ in clear) and all(name not in r.text for _, name in clear)
+    assert all(row["id_number"][6:14] == "********" for row in rows if row["id_number"])
+    again = list(csv.DictReader(io.StringIO(world.client.get("/v1/exports/residents.csv", headers=h).text)))
+    assert [row["pseudonym"] for row in again] == [row["pseudonym"] for row in rows]  # stable
+    assert len({row["pseudonym"] for row in rows}) >= len(rows) - 1  # one per person (a reviewed duplicate shares it)
+    refused = world.client.get("/v1/exports/residents.csv", headers=as_user(world, "worker.a1"))
+    assert refused.status_code == 403 and refused.json()["detail"] == "The role grid_worker may not export residents"
+    assert any(row.actor.endswith(":grid_worker") for row in audit_rows(world, "export_refused"))
+    assert any(row.detail["rows"] == len(rows) for row in audit_rows(world, "export"))
