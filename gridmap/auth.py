@@ -125,7 +125,8 @@ def set_scopes(session: Session, *, username: str, scopes: list[tuple[str, str]]
 
 
 def set_password(session: Session, *, username: str, password: str) -> None:
-    session.execute(text("UPDATE staff SET password_hash = :h, token_version = token_version + 1 WHERE id = :id"),
+    session.execute(text("UPDATE staff SET password_hash = :h, token_version = token_version + 1, failed_sign_ins = 0, "
+                         "locked_until = NULL WHERE id = :id"),
                     {"h": hash_password(password), "id": _staff_id(session, username)})  # fmt: skip
 
 
@@ -142,22 +143,45 @@ def disable(session: Session, *, username: str) -> None:
 DENIED = "Wrong username or password"
 
 
+LOCKOUT_AFTER = 5  # failed sign-ins in a row
+LOCKOUT_MINUTES = 15
+
+
 def authenticate(session: Session, *, username: str, password: str) -> Principal:
-    """The staff member with this username and password, or Unauthorized (one message for all)."""
+    """The staff member with this username and password, or Unauthorized (one message for all).
+
+    Failed attempts are counted per account in a transaction of their own (the request's rolls
+    back); after LOCKOUT_AFTER in a row the account refuses every password, the right one
+    included, for LOCKOUT_MINUTES — with the same message.
+    """
     row = session.execute(
-        text("SELECT id, password_hash, active FROM staff WHERE username = :u"), {"u": username[:64]}
+        text("SELECT id, password_hash, active, locked_until > now() AS locked FROM staff WHERE username = :u"),
+        {"u": username[:64]},
     ).first()  # fmt: skip
     stored = row.password_hash if row is not None and row.password_hash else _DUMMY_HASH
     try:
         _HASHER.verify(stored, password)
-        ok = row is not None and bool(row.password_hash) and row.active
+        ok = row is not None and bool(row.password_hash) and row.active and not row.locked
     except (VerificationError, InvalidHashError):
         ok = False
     if not ok:
+        if row is not None and not row.locked:
+            _count_failure(session, int(row.id))
         raise Unauthorized(DENIED)
+    session.execute(text("UPDATE staff SET failed_sign_ins = 0, locked_until = NULL WHERE id = :id AND failed_sign_ins > 0"),
+                    {"id": row.id})  # fmt: skip
     if _HASHER.check_needs_rehash(stored):
         session.execute(text("UPDATE staff SET password_hash = :h WHERE id = :id"), {"h": _HASHER.hash(password), "id": row.id})
     return _user(session, int(row.id))
+
+
+def _count_failure(session: Session, staff_id: int) -> None:
+    with session.get_bind().engine.connect() as conn, conn.begin():
+        conn.execute(
+            text("UPDATE staff SET failed_sign_ins = failed_sign_ins + 1, locked_until = CASE "
+                 "WHEN failed_sign_ins + 1 >= :n THEN now() + make_interval(mins => :m) END WHERE id = :id"),
+            {"n": LOCKOUT_AFTER, "m": LOCKOUT_MINUTES, "id": staff_id},
+        )  # fmt: skip
 
 
 def issue_token(session: Session, principal: Principal, *, now: dt.datetime | None = None) -> dict[str, Any]:

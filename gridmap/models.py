@@ -246,6 +246,8 @@ class Staff(Base):
     active: Mapped[bool] = mapped_column(Boolean, server_default="true")
     password_hash: Mapped[str | None] = mapped_column(Text)
     token_version: Mapped[int] = mapped_column(Integer, server_default="0")  # raised → older tokens end
+    failed_sign_ins: Mapped[int] = mapped_column(Integer, server_default="0")  # in a row (migration 0010)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     is_synthetic: Mapped[bool] = mapped_column(Boolean, server_default="false")
     created_at: Mapped[dt.datetime] = now_col()
     __table_args__ = (

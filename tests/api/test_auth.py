@@ -164,3 +164,22 @@ def test_passwords_are_hashed_with_argon2id(env: tuple[Engine, TestClient, str])
     assert stored.startswith("$argon2id$") and PASSWORD not in stored
     with pytest.raises(InvalidInput):
         auth.hash_password("x" * 9)
+
+
+def test_guessing_locks_the_account_for_a_while(env: tuple[Engine, TestClient, str]) -> None:
+    engine, client, url = env
+    with Session(engine) as s, s.begin():
+        auth.add_user(s, username="wu.lei", name="吴磊", role="grid_worker", password=PASSWORD)
+    for _ in range(auth.LOCKOUT_AFTER):
+        assert client.post("/v1/auth/token", data={"username": "wu.lei", "password": "wrong guess!"}).status_code == 401
+    locked = client.post("/v1/auth/token", data={"username": "wu.lei", "password": PASSWORD})
+    assert locked.status_code == 401 and locked.json()["detail"] == "Wrong username or password"  # the same answer
+    with engine.begin() as c:  # the lock runs out
+        c.execute(auth.text("UPDATE staff SET locked_until = now() - interval '1 second' WHERE username = 'wu.lei'"))
+    assert client.post("/v1/auth/token", data={"username": "wu.lei", "password": PASSWORD}).status_code == 200
+    with engine.connect() as c:
+        assert c.execute(auth.text("SELECT failed_sign_ins FROM staff WHERE username = 'wu.lei'")).scalar_one() == 0
+    for _ in range(auth.LOCKOUT_AFTER):
+        client.post("/v1/auth/token", data={"username": "wu.lei", "password": "wrong guess!"})
+    assert cli(url, "user", "set-password", "wu.lei", "--password-stdin", stdin="a brand new password\n").returncode == 0
+    assert client.post("/v1/auth/token", data={"username": "wu.lei", "password": "a brand new password"}).status_code == 200
