@@ -87,6 +87,22 @@ def parse_scope(value: str) -> tuple[str, str]:
     return level, code
 
 
+# which scope levels fit which role: a grid worker is responsible for grids, never for a city
+SCOPE_LEVELS_BY_ROLE = {
+    "grid_worker": ("grid",), "grid_leader": ("grid", "community"), "community_admin": ("community",),
+    "street_admin": ("street",), "district_admin": ("district",),
+}  # fmt: skip
+OTHER_ROLE_LEVELS = ("district", "street", "city")  # dispatcher, command center, planner, … work above grids
+
+
+def check_scopes(role: str, scopes: list[tuple[str, str]]) -> None:
+    allowed = SCOPE_LEVELS_BY_ROLE.get(role, OTHER_ROLE_LEVELS)
+    for level, code in scopes:
+        if level not in allowed:
+            shown = f"{level}:{code}" if code else level
+            raise InvalidInput(f"A {role} cannot have the scope {shown}: use {' or '.join(allowed)} scopes")
+
+
 def _staff_id(session: Session, username: str) -> int:
     found = session.execute(text("SELECT id FROM staff WHERE username = :u"), {"u": username}).scalar()
     if found is None:
@@ -109,14 +125,24 @@ def add_user(session: Session, *, username: str, name: str, role: str, password:
     return int(staff_id)
 
 
-def set_role(session: Session, *, username: str, role: str) -> None:
+def set_role(session: Session, *, username: str, role: str, scopes: list[tuple[str, str]] | None = None) -> None:
+    """A new role, with new scopes when given; the scopes must fit the role (a promotion from
+    grid worker to community admin changes both at once)."""
+    staff_id = _staff_id(session, username)
+    if scopes is None:
+        rows = session.execute(text("SELECT level, code FROM staff_scope WHERE staff_id = :id"), {"id": staff_id}).all()
+        check_scopes(_role(role), [(str(lv), str(c)) for lv, c in rows])
     session.execute(text("UPDATE staff SET role = :r, token_version = token_version + 1 WHERE id = :id"),
-                    {"r": _role(role), "id": _staff_id(session, username)})  # fmt: skip
+                    {"r": _role(role), "id": staff_id})  # fmt: skip
+    if scopes is not None:
+        set_scopes(session, username=username, scopes=scopes)
 
 
 def set_scopes(session: Session, *, username: str, scopes: list[tuple[str, str]]) -> None:
     """Replace a staff member's scopes (and end the tokens issued under the old ones)."""
     staff_id = _staff_id(session, username)
+    role = session.execute(text("SELECT role FROM staff WHERE id = :id"), {"id": staff_id}).scalar_one()
+    check_scopes(role, scopes)
     session.execute(text("DELETE FROM staff_scope WHERE staff_id = :id"), {"id": staff_id})
     for level, code in scopes:
         session.execute(text("INSERT INTO staff_scope (staff_id, level, code) VALUES (:id, :l, :c)"),
@@ -231,6 +257,7 @@ def _key_hash(key: str) -> str:
 
 def add_api_key(session: Session, *, name: str, role: str, scope: tuple[str, str] = ("city", "")) -> str:
     """A new API key; the only time the key itself is shown. Store it like a password."""
+    check_scopes(_role(role), [scope])
     prefix = secrets.token_hex(4)
     key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     session.execute(

@@ -62,13 +62,13 @@ def user_add(
 
 
 @user_app.command("set-role")
-def user_set_role(username: str, role: str) -> None:
-    """Give a staff member another role; tokens issued before stop working."""
+def user_set_role(username: str, role: str, scope: ScopeOption = None) -> None:
+    """Give a staff member another role (and, with --scope, new scopes that fit it); tokens issued before stop working."""
     from gridmap import auth
     from gridmap.db import session_scope
 
     with session_scope() as session:
-        auth.set_role(session, username=username, role=role)
+        auth.set_role(session, username=username, role=role, scopes=_scopes(scope) if scope else None)
     console.print(f"{username} is now {role}; earlier tokens are revoked")
 
 

@@ -183,3 +183,17 @@ def test_guessing_locks_the_account_for_a_while(env: tuple[Engine, TestClient, s
         client.post("/v1/auth/token", data={"username": "wu.lei", "password": "wrong guess!"})
     assert cli(url, "user", "set-password", "wu.lei", "--password-stdin", stdin="a brand new password\n").returncode == 0
     assert client.post("/v1/auth/token", data={"username": "wu.lei", "password": "a brand new password"}).status_code == 200
+
+
+def test_scopes_must_fit_the_role(env: tuple[Engine, TestClient, str]) -> None:
+    engine, client, url = env
+    city = cli(url, "user", "add", "zheng.hao", "--role", "grid_worker", "--scope", "city", "--password-stdin",
+               stdin=PASSWORD + "\n")  # fmt: skip
+    assert one_clear_line(city) == "error: A grid_worker cannot have the scope city: use grid scopes"
+    assert cli(url, "user", "add", "zheng.hao", "--role", "grid_worker", "--scope", f"grid:{GRID}", "--password-stdin",
+               stdin=PASSWORD + "\n").returncode == 0  # fmt: skip
+    promote = cli(url, "user", "set-role", "zheng.hao", "community_admin")
+    assert one_clear_line(promote) == f"error: A community_admin cannot have the scope grid:{GRID}: use community scopes"
+    assert cli(url, "user", "set-role", "zheng.hao", "community_admin", "--scope", f"community:{GRID[:12]}").returncode == 0
+    assert me(client, **bearer(sign_in(client, "zheng.hao")["access_token"]))["scopes"] == [
+        {"level": "community", "code": GRID[:12]}]
