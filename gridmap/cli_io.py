@@ -110,62 +110,30 @@ RepairOpt = Annotated[
 ]
 
 
-@import_app.command("admin-areas")
-def import_admin_areas(
-    file: FileArg,
-    map_: MapOpt = None,
-    layer: LayerOpt = None,
-    crs: CrsOpt = None,
-    force_crs: ForceCrsOpt = False,
-    encoding: EncodingOpt = None,
-    skip_invalid: SkipOpt = False,
-    rejects: RejectsOpt = None,
-    dry_run: DryRunOpt = False,
-    repair: RepairOpt = False,
-) -> None:
-    """Import districts, streets and communities (code, name; level and parent derived from the code)."""
-    _run_import(
-        "admin-areas",
-        file,
-        map_,
-        layer=layer,
-        crs=crs,
-        force_crs=force_crs,
-        encoding=encoding,
-        skip_invalid=skip_invalid,
-        rejects=rejects,
-        dry_run=dry_run,
-        repair=repair,
-    )
+def _layer_command(layer: io.LayerName, doc: str) -> None:
+    """Register `gridmap import <layer>` with the options every layer shares."""
+
+    def command(
+        file: FileArg,
+        map_: MapOpt = None,
+        layer_name: LayerOpt = None,
+        crs: CrsOpt = None,
+        force_crs: ForceCrsOpt = False,
+        encoding: EncodingOpt = None,
+        skip_invalid: SkipOpt = False,
+        rejects: RejectsOpt = None,
+        dry_run: DryRunOpt = False,
+        repair: RepairOpt = False,
+    ) -> None:
+        _run_import(layer, file, map_, layer=layer_name, crs=crs, force_crs=force_crs, encoding=encoding,
+                    skip_invalid=skip_invalid, rejects=rejects, dry_run=dry_run, repair=repair)  # fmt: skip
+
+    command.__doc__ = doc
+    import_app.command(layer)(command)
 
 
-@import_app.command("grids")
-def import_grids(
-    file: FileArg,
-    map_: MapOpt = None,
-    layer: LayerOpt = None,
-    crs: CrsOpt = None,
-    force_crs: ForceCrsOpt = False,
-    encoding: EncodingOpt = None,
-    skip_invalid: SkipOpt = False,
-    rejects: RejectsOpt = None,
-    dry_run: DryRunOpt = False,
-    repair: RepairOpt = False,
-) -> None:
-    """Import new unit grids (15-digit code, name; community derived from the code)."""
-    _run_import(
-        "grids",
-        file,
-        map_,
-        layer=layer,
-        crs=crs,
-        force_crs=force_crs,
-        encoding=encoding,
-        skip_invalid=skip_invalid,
-        rejects=rejects,
-        dry_run=dry_run,
-        repair=repair,
-    )
+_layer_command("admin-areas", "Import districts, streets and communities (code, name; level and parent derived from the code).")
+_layer_command("grids", "Import new unit grids (15-digit code, name; community derived from the code).")
 
 
 @import_app.command("buildings")
