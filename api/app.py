@@ -59,6 +59,32 @@ class _TooLarge(Exception):
     pass
 
 
+PUBLIC_PATHS = frozenset({"/healthz", "/v1/auth/token"})
+
+
+def _openapi_with_security(app: FastAPI) -> dict:
+    """The OpenAPI document with the two ways to authenticate, required on every operation but
+    health and sign-in. Declared here once: the hot endpoints read their headers themselves."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schema.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {"type": "oauth2", "flows": {"password": {"tokenUrl": "/v1/auth/token", "scopes": {}}},
+                   "description": "staff: sign in with username and password"},
+        "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "machines: gmk_… keys"},
+    }  # fmt: skip
+    for path, operations in schema.get("paths", {}).items():
+        if path in PUBLIC_PATHS:
+            continue
+        for operation in operations.values():
+            operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            operation.setdefault("responses", {}).setdefault("401", {"description": "no valid credentials (problem+json)"})
+    app.openapi_schema = schema
+    return schema
+
+
 def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
     """Build the app; the engine is created in the lifespan unless one is handed in (tests)."""
 
@@ -66,12 +92,19 @@ def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from sqlalchemy.orm import Session
 
+        from gridmap.auth import PrincipalCache
         from gridmap.services.incidents import ensure_case_sequences
         from gridmap.services.locate import GridIndexHolder
 
         own = engine is None
         app.state.engine = engine or make_engine()
         app.state.grid_index = GridIndexHolder(app.state.engine)
+        # callers are cached only where the listener clears the cache when accounts change
+        ttl = api_settings().auth_cache_seconds
+        if ttl > 0:
+            principals = app.state.principals = PrincipalCache(ttl)
+            app.state.grid_index.subscribers.append(
+                lambda channels: principals.clear() if channels & {"gridmap_auth", "gridmap_staff"} else None)  # fmt: skip
         with Session(app.state.engine) as session, session.begin():
             ensure_case_sequences(session)
         yield
@@ -98,6 +131,8 @@ def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
     app.include_router(buildings.router)
     app.include_router(audit.router)
     app.add_middleware(BodyLimit, max_bytes=api_settings().max_body_bytes)
+
+    app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]
 
     @app.get("/", include_in_schema=False)
     def index() -> dict:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query, Request
-from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from gridmap import auth
+from gridmap import access, audit, auth
 from gridmap.errors import Unauthorized
 
 
@@ -25,30 +25,61 @@ T = TypeVar("T")
 GridQuery = Annotated[str | None, Query(description="only this 15-digit grid code")]
 AfterQuery = Annotated[int | None, Query(ge=1, le=2**63 - 1, description="the next_after of the previous page")]
 
-# declared for the OpenAPI document (the "Authorize" button); checked below, not by FastAPI
-_bearer = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
-_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key of a machine (hotline, cameras)")
+async def authenticate(request: Request) -> auth.Principal:
+    """The caller from `Authorization: Bearer …` or `X-API-Key: …`; 401 without valid ones.
+
+    Read from the headers directly (the hot endpoints call this too) and answered from the
+    app's principal cache when the credential was seen in the last seconds (gridmap.auth)."""
+    headers = request.headers
+    token = api_key = None
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            token = value.strip()
+    if token is None:
+        api_key = headers.get("x-api-key") or None
+        if api_key is None:
+            detail = "Only bearer tokens are accepted in Authorization. " if authorization else ""
+            raise Unauthorized(detail + auth.AUTH_REQUIRED)
+    cache: auth.PrincipalCache | None = getattr(request.app.state, "principals", None)
+    if cache is not None and (hit := cache.get(token or api_key or "")) is not None:
+        return hit
+    return await run_in_threadpool(auth.resolve, request.app.state.engine, token=token, api_key=api_key, cache=cache)
 
 
-def get_principal(session: SessionDep, token: Annotated[str | None, Depends(_bearer)],
-                  api_key: Annotated[str | None, Depends(_api_key)]) -> auth.Principal:  # fmt: skip
-    """The caller from `Authorization: Bearer …` or `X-API-Key: …`; 401 without valid ones."""
-    if token:
-        return auth.from_token(session, token)
-    if api_key:
-        return auth.from_api_key(session, api_key)
-    raise Unauthorized("Authentication required: send Authorization: Bearer <token> from POST /v1/auth/token, "
-                       "or an X-API-Key")  # fmt: skip
+def require_audited(request: Request, principal: auth.Principal, function: str) -> None:
+    """403 unless the caller's role may use `function`; the refusal is audited."""
+    if not access.allows(principal, function):
+        audit.record_refusal(request.app.state.engine, principal, "refused", object_type="function", object_ids=[function])
+        access.require(principal, function)
 
 
-PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
+async def refuse_unless(request: Request, principal: auth.Principal, function: str) -> None:
+    """`require_audited` for async endpoints (the audit write runs off the event loop)."""
+    if not access.allows(principal, function):
+        await run_in_threadpool(require_audited, request, principal, function)
+
+
+def allowed(function: str) -> Any:
+    """A dependency: the authenticated caller, who may use `function` (401 / 403 otherwise)."""
+
+    async def caller(request: Request) -> auth.Principal:
+        principal = await authenticate(request)
+        await refuse_unless(request, principal, function)
+        return principal
+
+    caller.__name__ = f"allowed_{function.replace('.', '_')}"
+    return Depends(caller)
+
+
+PrincipalDep = Annotated[auth.Principal, Depends(authenticate)]
 
 
 def audit_refusals(request: Request, principal: auth.Principal, action: str, object_type: str,
                    object_ids: list[int], work: Callable[[], T]) -> T:  # fmt: skip
     """Run a request's work; a refusal (403, 404, 422) is audited in a transaction of its own,
     since the request's own transaction rolls back with it."""
-    from gridmap import audit
     from gridmap.errors import Forbidden, InvalidInput, NotFound
 
     try:

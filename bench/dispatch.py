@@ -37,7 +37,9 @@ import httpx
 import numpy as np
 import shapely
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
 
+from gridmap import auth
 from gridmap.pgcluster import Cluster, database_url
 from gridmap.settings import db_settings
 
@@ -51,9 +53,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+KEY: dict[str, str] = {}  # the API key of this run (every endpoint but health needs one)
+
+
 def wrk(url: str, clients: int, seconds: int, script: Path | None = None) -> dict:
     threads = min(clients, 2)
     cmd = ["wrk", f"-t{threads}", f"-c{clients}", f"-d{seconds}s", "--latency", url]
+    cmd[1:1] = [arg for name, value in KEY.items() for arg in ("-H", f"{name}: {value}")]
     if script:
         cmd[1:1] = ["-s", str(script)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -101,7 +107,7 @@ def purge_reports(engine, after_id: int) -> None:  # type: ignore[no-untyped-def
         conn.execute(text("DELETE FROM incident_event WHERE incident_id > :id"), {"id": after_id})
         n = conn.execute(text("DELETE FROM incident WHERE id > :id"), {"id": after_id}).rowcount
         conn.execute(text("ALTER TABLE incident_event ENABLE TRIGGER incident_event_append_only"))
-        conn.execute(text("DELETE FROM idempotency_key WHERE caller = 'bench'"))
+        conn.execute(text("DELETE FROM idempotency_key WHERE caller = 'bench' OR key LIKE 'bench-%'"))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE incident, incident_event, idempotency_key"))
     print(f"removed the {n:,} incidents this run reported", flush=True)
@@ -196,6 +202,8 @@ def main() -> None:
         conn.execute(text("INSERT INTO bench_point SELECT i - 1, lon, lat FROM unnest(CAST(:x AS float8[]), CAST(:y AS float8[])) WITH ORDINALITY AS t(lon, lat, i)"),
                      {"x": pts[:, 0].tolist(), "y": pts[:, 1].tolist()})  # fmt: skip
         cats = [c for c in conn.execute(text("SELECT code FROM category WHERE level = 2")).scalars()]
+    with Session(engine) as session, session.begin():  # a dispatcher's key, as the hotline system would have
+        KEY["X-API-Key"] = auth.add_api_key(session, name="bench dispatch", role="dispatcher")
     tmp = Path(tempfile.mkdtemp(prefix="gridmap-bench-"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -227,7 +235,7 @@ def main() -> None:
             "init = function() tid = tid end\n"
             "request = function()\n  n = n + 1\n  local p = pts[(n % #pts) + 1]\n"
             "  local body = string.format('{\"category\": \"%s\", \"severity\": 2, \"source\": \"hotline\", \"lon\": %.7f, \"lat\": %.7f, \"description\": \"bench\"}', cats[(n % #cats) + 1], p[1] + (math.random() - 0.5) * 0.001, p[2] + (math.random() - 0.5) * 0.001)\n"
-            "  return wrk.format('POST', '/v1/incidents', {['Content-Type'] = 'application/json', ['Idempotency-Key'] = string.format('bench-%d-%d-%d', os.time(), tid, n), ['X-Client-Id'] = 'bench'}, body)\nend\n"
+            "  return wrk.format('POST', '/v1/incidents', {['Content-Type'] = 'application/json', ['Idempotency-Key'] = string.format('bench-%d-%d-%d', os.time(), tid, n), ['X-API-Key'] = '" + KEY["X-API-Key"] + "'}, body)\nend\n"
             "response = function(status, headers, body)\n"
             "  if status ~= 201 then io.stderr:write(status .. ' ' .. string.sub(body, 1, 160) .. '\\n') end\nend\n"
         )
@@ -236,7 +244,7 @@ def main() -> None:
                "AND ST_Covers(g.geom, ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)) ORDER BY g.code LIMIT 1;\n")  # fmt: skip
         single: dict = {}
         for clients in (1, 16) if args.only in (None, "single") else ():
-            httpx.get(base + "/v1/locate", params={"lon": pts[0][0], "lat": pts[0][1]})  # warm
+            httpx.get(base + "/v1/locate", params={"lon": pts[0][0], "lat": pts[0][1]}, headers=KEY)  # warm
             runs: dict[str, list[dict]] = {"trivial": [], "locate": [], "raw_sql": []}
             for _ in range(args.rounds):  # interleaved, so that all three see the same machine
                 runs["trivial"].append(wrk(base + "/v1/ping", clients, args.seconds))
@@ -262,7 +270,7 @@ def main() -> None:
         times = []
         for _ in range(max(args.rounds, 3)):
             t0 = time.perf_counter()
-            r = httpx.post(base + "/v1/locate/batch", content=payload, headers={"content-type": "text/csv"}, timeout=300)
+            r = httpx.post(base + "/v1/locate/batch", content=payload, headers={"content-type": "text/csv", **KEY}, timeout=300)
             n_out = r.text.count("\n") - 1
             times.append(time.perf_counter() - t0)
         with engine.connect() as conn:
@@ -294,6 +302,8 @@ def main() -> None:
         with engine.begin() as conn:
             conn.execute(text("DROP TABLE IF EXISTS bench_point"))
         purge_reports(engine, last_incident)
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM api_key WHERE name = 'bench dispatch'"))
         shutil.rmtree(tmp, ignore_errors=True)
     c16 = results["single"]["c16"]
     results["targets"] = {

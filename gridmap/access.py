@@ -18,13 +18,90 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from gridmap import vocab
 from gridmap.auth import Principal
 from gridmap.errors import Forbidden, InvalidInput
 
+GRID_STAFF = frozenset({"grid_worker", "grid_leader"})
+AREA_ADMINS = frozenset({"community_admin", "street_admin", "district_admin"})
 # roles that see clear personal data, within their scopes
-CLEAR_IN_SCOPE = frozenset({"grid_worker", "grid_leader", "community_admin", "street_admin", "district_admin"})
+CLEAR_IN_SCOPE = GRID_STAFF | AREA_ADMINS
 # roles that see every grid, de-identified
 MASKED_CITY_WIDE = frozenset({"command_center", "analyst", "admin"})
+EVERYONE = frozenset(vocab.STAFF_ROLES)
+COMMANDERS = AREA_ADMINS | {"grid_leader", "dispatcher", "command_center", "admin"}
+
+
+@dataclass(frozen=True)
+class Function:
+    """One function of the API and the roles that may use it."""
+
+    zh: str
+    en: str
+    roles: frozenset[str]
+
+
+# Every endpoint names the function it performs; `require` checks the role against this table,
+# and within a function grid staff and area admins reach only their grids (`reach`). The table
+# is the one place these rules are written (docs/access.md shows it, GET /v1/auth/me lists the
+# caller's functions).
+FUNCTIONS: dict[str, Function] = {
+    "grids.read": Function("查看网格与分类", "read grids and categories", EVERYONE),
+    "locate": Function("定位责任网格", "locate the responsible grid", EVERYONE - {"auditor"}),
+    "incidents.report": Function("上报案件", "report incidents", CLEAR_IN_SCOPE | {"dispatcher", "command_center", "admin"}),
+    "incidents.read": Function("查看案件", "read incidents", EVERYONE - {"auditor"}),
+    "incidents.handle": Function("处置案件（开始、反馈、上报上级）", "handle incidents (start, resolve, escalate)",
+                                 CLEAR_IN_SCOPE | {"dispatcher", "command_center", "admin"}),
+    "incidents.command": Function("立案、派遣、核查、结案、返工", "register, dispatch, verify, close, reopen", COMMANDERS),
+    "dispatch.candidates": Function("派遣候选人", "dispatch candidates", COMMANDERS),
+    "sla.tick": Function("超期升级", "escalate overdue cases", frozenset({"dispatcher", "command_center", "admin"})),
+    "kpis.read": Function("考核指标", "read KPIs", EVERYONE - {"auditor"}),
+    "positions.send": Function("上报位置", "send GPS positions (one's own; admin for devices)", EVERYONE - {"auditor"}),
+    "residents.read": Function("查看居民", "read residents' data", CLEAR_IN_SCOPE | MASKED_CITY_WIDE),
+    "residents.write": Function("登记、修改居民", "change residents' data", CLEAR_IN_SCOPE),
+    "residents.export": Function("导出居民（脱敏）", "export residents", AREA_ADMINS | MASKED_CITY_WIDE),
+    "buildings.read": Function("查看楼栋", "read buildings",
+                               CLEAR_IN_SCOPE | MASKED_CITY_WIDE | {"dispatcher", "planner"}),
+    "buildings.write": Function("登记、修改楼栋", "change buildings", CLEAR_IN_SCOPE),
+    "audit.read": Function("查看审计日志", "read the audit log", frozenset({"auditor"})),
+}  # fmt: skip
+# transitions need the function of their action
+ACTION_FUNCTION = {"start": "incidents.handle", "resolve": "incidents.handle", "escalate": "incidents.handle",
+                   "register": "incidents.command", "reject": "incidents.command", "dispatch": "incidents.command",
+                   "verify": "incidents.command", "close": "incidents.command", "reopen": "incidents.command"}  # fmt: skip
+
+
+def allows(principal: Principal, function: str) -> bool:
+    return principal.role in FUNCTIONS[function].roles
+
+
+def require(principal: Principal, function: str) -> None:
+    """403 unless the caller's role may use `function`."""
+    if not allows(principal, function):
+        f = FUNCTIONS[function]
+        raise Forbidden(f"The role {principal.role} may not {f.en} ({f.zh})")
+
+
+def functions_of(principal: Principal) -> list[str]:
+    return [name for name in FUNCTIONS if allows(principal, name)]
+
+
+def check_positions(principal: Principal, staff_id: int) -> None:
+    """Staff send their own GPS positions; an admin (a device gateway's key) anyone's."""
+    require(principal, "positions.send")
+    if principal.role != "admin" and not (principal.kind == "user" and principal.id == staff_id):
+        raise Forbidden("You may send only your own positions (只能上报本人位置)")
+
+
+def check_action(principal: Principal, action: str, assignee_id: int | None) -> None:
+    """May the caller take this workflow action on a case of his grids? A grid worker starts and
+    resolves only the cases assigned to him; other checks are the function's (403 otherwise)."""
+    function = ACTION_FUNCTION.get(action)
+    if function is None:
+        return  # an unknown action: the workflow refuses it with the list of actions
+    require(principal, function)
+    if principal.role == "grid_worker" and action in ("start", "resolve") and assignee_id != principal.id:
+        raise Forbidden(f"Only the assignee may {action} this case (只有承办人可以处置)")
 
 
 @dataclass(frozen=True)
@@ -53,19 +130,19 @@ def grids_of(session: Session, principal: Principal) -> tuple[bool, tuple[str, .
     return False, tuple(codes)
 
 
-def reach(session: Session, principal: Principal, *, city_wide: frozenset[str], what: str) -> Scope:
-    """Grid staff reach their grids (clear); `city_wide` roles every grid (masked); others 403."""
+def reach(session: Session, principal: Principal, function: str) -> Scope:
+    """What the caller reaches with `function`: grid staff and area admins their grids (clear),
+    the function's other roles every grid (masked where it matters); 403 for the rest."""
+    require(principal, function)
     if principal.role in CLEAR_IN_SCOPE:
         everywhere, grids = grids_of(session, principal)
         return Scope(clear=True, all_grids=everywhere, grids=grids)
-    if principal.role in city_wide:
-        return Scope(clear=False, all_grids=True, grids=())
-    raise Forbidden(f"The role {principal.role} has no access to {what}")
+    return Scope(clear=False, all_grids=True, grids=())
 
 
 def resident_scope(session: Session, principal: Principal) -> Scope:
     """The caller's reach over residents and households; 403 for roles without personal data."""
-    return reach(session, principal, city_wide=MASKED_CITY_WIDE, what="residents' data")
+    return reach(session, principal, "residents.read")
 
 
 def page_filter(alias: str, scope: Scope, *, grid: str | None, limit: int, after: int | None,

@@ -49,7 +49,6 @@ def record_refusal(engine: Engine, principal: Principal | None, action: str, *, 
         conn.execute(INSERT_SQL, _row(principal, action, object_type, object_ids, None, detail))
 
 
-AUDITORS = frozenset({"auditor"})
 MAX_PAGE = 1000
 
 
@@ -57,10 +56,10 @@ def list_audit(session: Session, principal: Principal, *, actor_id: int | None =
                action: str | None = None, since: Any = None, until: Any = None, limit: int = 100,
                before: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Audit rows newest first, for auditors; `before` = the last id of the previous page."""
-    from gridmap.errors import Forbidden, InvalidInput
+    from gridmap.access import require
+    from gridmap.errors import InvalidInput
 
-    if principal.role not in AUDITORS:
-        raise Forbidden(f"The role {principal.role} may not read the audit log")
+    require(principal, "audit.read")
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidInput(f"Invalid value for parameter limit: 1 to {MAX_PAGE}")
     where, params = ["true"], {"limit": limit + 1}

@@ -18,13 +18,14 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from gridmap import vocab
@@ -233,16 +234,21 @@ def _user(session: Session, staff_id: int, version: int | None = None) -> Princi
     return Principal("user", int(row.id), str(row.name), str(row.role), tuple((str(lv), str(c)) for lv, c in scopes))
 
 
-def from_token(session: Session, token: str) -> Principal:
-    """The staff member a bearer token names, or Unauthorized (expired, forged, revoked, disabled)."""
+def _claims(token: str) -> tuple[int, int, float]:
+    """(staff id, token version, expiry as a Unix time) of a bearer token, or Unauthorized."""
     try:
         claims = jwt.decode(token, api_settings().secret_key, algorithms=[ALGORITHM], issuer=ISSUER,
                             options={"require": ["exp", "sub", "ver", "iss"]})  # fmt: skip
-        staff_id, version = int(claims["sub"]), int(claims["ver"])
+        return int(claims["sub"]), int(claims["ver"]), float(claims["exp"])
     except jwt.ExpiredSignatureError:
         raise Unauthorized("The token has expired: sign in again") from None
     except (jwt.InvalidTokenError, ValueError, TypeError):
         raise Unauthorized("The token is not valid") from None
+
+
+def from_token(session: Session, token: str) -> Principal:
+    """The staff member a bearer token names, or Unauthorized (expired, forged, revoked, disabled)."""
+    staff_id, version, _ = _claims(token)
     return _user(session, staff_id, version)
 
 
@@ -287,3 +293,67 @@ def from_api_key(session: Session, key: str) -> Principal:
     session.execute(text("UPDATE api_key SET last_used_at = now() WHERE id = :id AND "
                          "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute')"), {"id": row.id})  # fmt: skip
     return Principal("key", int(row.id), str(row.name), str(row.role), ((str(row.scope_level), str(row.scope_code or "")),))
+
+
+# ---------------------------------------------------------------------------------------------
+# the per-process cache of callers
+# ---------------------------------------------------------------------------------------------
+
+
+class PrincipalCache:
+    """Callers of recently seen credentials, for at most `ttl` seconds (and never past a token's
+    expiry), so that a hot endpoint does not read staff and scopes on every request.
+
+    The API clears it when PostgreSQL notifies a change to an account, its scopes or an API key
+    (migration 0011, heard by the listener of `gridmap.services.locate`), so a disable, a new
+    role or a revoked key take effect within milliseconds; `ttl` bounds the delay should a
+    notification be lost. Only successes are cached; a failure is checked again every time.
+    """
+
+    def __init__(self, ttl: float, max_size: int = 10_000) -> None:
+        self.ttl, self.max_size = ttl, max_size
+        self._items: dict[str, tuple[Principal, float]] = {}
+
+    def get(self, credential: str) -> Principal | None:
+        hit = self._items.get(credential)
+        if hit is None:
+            return None
+        if hit[1] < time.monotonic():
+            self._items.pop(credential, None)
+            return None
+        return hit[0]
+
+    def put(self, credential: str, principal: Principal, expires_at: float | None = None) -> None:
+        until = time.monotonic() + self.ttl
+        if expires_at is not None:
+            until = min(until, time.monotonic() + (expires_at - time.time()))
+        if len(self._items) >= self.max_size:
+            self._items.clear()  # rare: more distinct callers than the cache holds within a few seconds
+        self._items[credential] = (principal, until)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+def resolve(engine: Engine, *, token: str | None = None, api_key: str | None = None,
+            cache: PrincipalCache | None = None) -> Principal:  # fmt: skip
+    """The caller of a bearer token or an API key, through `cache` when given; Unauthorized otherwise."""
+    credential = token if token is not None else api_key
+    if credential is None:
+        raise Unauthorized(AUTH_REQUIRED)
+    if cache is not None and (hit := cache.get(credential)) is not None:
+        return hit
+    expires_at = None
+    with Session(engine) as session, session.begin():
+        if token is not None:
+            staff_id, version, expires_at = _claims(token)
+            principal = _user(session, staff_id, version)
+        else:
+            principal = from_api_key(session, credential)
+    if cache is not None:
+        cache.put(credential, principal, expires_at)
+    return principal
+
+
+AUTH_REQUIRED = ("Authentication required: send Authorization: Bearer <token> from POST /v1/auth/token, "
+                 "or an X-API-Key")  # fmt: skip

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.security import OAuth2PasswordRequestForm
 
 from api.deps import PrincipalDep, SessionDep
-from gridmap import auth
+from gridmap import access, auth
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
@@ -19,6 +19,6 @@ def token(session: SessionDep, form: Annotated[OAuth2PasswordRequestForm, Depend
     return auth.issue_token(session, principal)
 
 
-@router.get("/me", summary="Who the credentials belong to: role and scopes")
+@router.get("/me", summary="Who the credentials belong to: role, scopes and the functions they may use")
 def me(principal: PrincipalDep) -> dict[str, Any]:
-    return principal.as_dict()
+    return {**principal.as_dict(), "functions": access.functions_of(principal)}

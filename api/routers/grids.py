@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import SessionDep
+from api.deps import SessionDep, allowed
 from gridmap.services import grids as svc
 
-router = APIRouter(prefix="/v1", tags=["grids"])
+router = APIRouter(prefix="/v1", tags=["grids"], dependencies=[allowed("grids.read")])
 
 
 AtQuery = Annotated[dt.datetime | None, Query(description="ISO 8601 time with zone; default now")]

@@ -16,10 +16,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from api.deps import SessionDep
-from gridmap import workflow
+from api.deps import PrincipalDep, SessionDep, allowed, authenticate, refuse_unless, require_audited
+from gridmap import access, workflow
+from gridmap.auth import Principal
 from gridmap.batching import Batcher
-from gridmap.errors import InvalidInput, PreconditionFailed, PreconditionRequired
+from gridmap.errors import PreconditionFailed, PreconditionRequired
 from gridmap.services import incidents as svc
 from gridmap.services import kpis as kpi_svc
 from gridmap.services import reports
@@ -31,10 +32,6 @@ router = APIRouter(prefix="/v1", tags=["incidents"])
 GEOJSON = "application/geo+json"
 
 CrsQuery = Annotated[str | None, Query(description="output coordinates: EPSG:4326 (default), EPSG:4490, GCJ02, BD09")]
-ActorHeader = Annotated[
-    str | None,
-    Header(alias="X-Actor-Id", description="staff id of the person acting (until authentication lands)"),
-]
 
 
 class IncidentIn(BaseModel):
@@ -62,16 +59,6 @@ class TransitionIn(BaseModel):
     action: str = Field(description=", ".join(workflow.TRANSITION_ACTIONS), examples=["dispatch"])
     note: str | None = Field(None, description="reason or feedback; at most 4000 characters")
     assignee: int | None = Field(None, description="staff id: required to dispatch, optional to reopen")
-
-
-def actor_id(value: str | None) -> int | None:
-    """The acting staff member from X-Actor-Id (authentication will replace this header)."""
-    if value is None or value.strip() == "":
-        return None
-    v = value.strip()
-    if not (v.isascii() and v.isdigit() and len(v) <= 10 and 1 <= int(v) <= svc.INT_MAX):
-        raise InvalidInput("Invalid value for header X-Actor-Id: give a staff id (a positive integer)")
-    return int(v)
 
 
 def if_match_version(value: str | None) -> int:
@@ -109,10 +96,6 @@ def report_batcher(app: FastAPI) -> Batcher[reports.ReportRequest, reports.Outco
 REPORT_HEADERS = [
     {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": reports.MAX_KEY_LENGTH},
      "description": "repeat a request safely: same key + same body → same response"},
-    {"name": "X-Client-Id", "in": "header", "schema": {"type": "string"},
-     "description": "the calling system, scoping idempotency keys"},
-    {"name": "X-Actor-Id", "in": "header", "schema": {"type": "string"},
-     "description": "staff id of the person acting (until authentication lands)"},
 ]  # fmt: skip
 
 
@@ -144,12 +127,13 @@ def _report_body(raw: bytes) -> IncidentIn:
         "application/json": {"schema": IncidentIn.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
 )  # fmt: skip
 async def create_incident(request: Request) -> Response:
+    principal = await authenticate(request)
+    await refuse_unless(request, principal, "incidents.report")
     payload = _report_body(await request.body())
-    headers = request.headers
-    key = headers.get("idempotency-key")
+    key = request.headers.get("idempotency-key")
     report = reports.ReportRequest(
-        **payload.model_dump(), reporter_id=actor_id(headers.get("x-actor-id")), key=key,
-        caller=headers.get("x-client-id", reports.ANONYMOUS),
+        **payload.model_dump(), reporter_id=principal.id if principal.kind == "user" else None, key=key,
+        caller=f"{principal.kind}:{principal.id}",  # idempotency keys are the caller's own
         body=payload.model_dump(mode="json", exclude_unset=True) if key is not None else None,
     )  # fmt: skip
     outcome = await report_batcher(request.app).submit(report)
@@ -165,6 +149,7 @@ async def create_incident(request: Request) -> Response:
 def list_incidents(
     request: Request,
     session: SessionDep,
+    principal: Annotated[Principal, allowed("incidents.read")],
     bbox: Annotated[str | None, Query(description="minlon,minlat,maxlon,maxlat (WGS84)")] = None,
     grid: Annotated[str | None, Query(description="15-digit grid code (the grid responsible at report time)")] = None,
     community: Annotated[str | None, Query(description="12-digit community code")] = None,
@@ -187,7 +172,7 @@ def list_incidents(
         session, bbox=parse_bbox(bbox), grid=grid, community=community, street=street, district=district,
         status=status or (), category=category, severity=severity or (), source=source or (), level=level or (),
         assignee=assignee, reported_from=reported_from, reported_to=reported_to, overdue=overdue, limit=limit,
-        cursor=cursor, crs=crs,
+        cursor=cursor, crs=crs, scope=access.reach(session, principal, "incidents.read"),
     )  # fmt: skip
     next_cursor = page.pop("next_cursor")
     links = [{"rel": "self", "type": GEOJSON, "href": str(request.url)}]
@@ -199,8 +184,9 @@ def list_incidents(
 
 
 @router.get("/incidents/{ref}", summary="One incident with its full event history (案件详情); ETag = version")
-def get_incident(session: SessionDep, ref: str, crs: CrsQuery = None) -> JSONResponse:
-    feature = svc.get_incident(session, ref=ref, crs=crs)
+def get_incident(session: SessionDep, principal: Annotated[Principal, allowed("incidents.read")], ref: str,
+                 crs: CrsQuery = None) -> JSONResponse:  # fmt: skip
+    feature = svc.get_incident(session, ref=ref, crs=crs, scope=access.reach(session, principal, "incidents.read"))
     return JSONResponse(feature, headers={"ETag": etag(feature["properties"]["version"])}, media_type=GEOJSON)
 
 
@@ -209,28 +195,31 @@ def get_incident(session: SessionDep, ref: str, crs: CrsQuery = None) -> JSONRes
     summary="Move an incident through the workflow (立案/派遣/处置/核查/结案/升级/返工); needs If-Match",
 )
 def transition(
+    request: Request,
     session: SessionDep,
+    principal: PrincipalDep,
     ref: str,
     payload: TransitionIn,
     if_match: Annotated[str | None, Header(alias="If-Match", description='the ETag read, e.g. "3"')] = None,
-    actor: ActorHeader = None,
     crs: CrsQuery = None,
 ) -> JSONResponse:
+    if payload.action in access.ACTION_FUNCTION:
+        require_audited(request, principal, access.ACTION_FUNCTION[payload.action])
     version = if_match_version(if_match)
     feature = svc.transition(
         session, ref=ref, action=payload.action, version=version, note=payload.note, assignee=payload.assignee,
-        actor_id=actor_id(actor), crs=crs,
+        crs=crs, principal=principal, scope=access.reach(session, principal, "incidents.read"),
     )  # fmt: skip
     return JSONResponse(feature, headers={"ETag": etag(feature["properties"]["version"])}, media_type=GEOJSON)
 
 
 @router.get("/workflow", summary="The case workflow: statuses, actions and transitions (案件流程)")
-def describe_workflow() -> dict[str, Any]:
+def describe_workflow(principal: PrincipalDep) -> dict[str, Any]:
     return workflow.describe()
 
 
 @router.post("/sla/tick", summary="Escalate overdue cases one level (超期自动升级); safe to repeat")
-def sla_tick(session: SessionDep) -> dict[str, Any]:
+def sla_tick(session: SessionDep, principal: Annotated[Principal, allowed("sla.tick")]) -> dict[str, Any]:
     now = dt.datetime.now(dt.UTC)
     escalated = svc.sla_tick(session, now=now)
     return {"at": now.isoformat(), "count": len(escalated), "escalated": escalated}
@@ -239,6 +228,7 @@ def sla_tick(session: SessionDep) -> dict[str, Any]:
 @router.get("/kpis", summary="KPIs per grid, community, street or staff member (考核指标)")
 def kpis(
     session: SessionDep,
+    principal: Annotated[Principal, allowed("kpis.read")],
     level: Annotated[str, Query(description="grid, community, street or staff")],
     reported_from: Annotated[
         dt.datetime | None, Query(alias="from", description="cases reported at or after (ISO 8601 with zone); default 30 days before `to`")
@@ -246,4 +236,5 @@ def kpis(
     reported_to: Annotated[dt.datetime | None, Query(alias="to", description="cases reported before; default now")] = None,
     area: Annotated[str | None, Query(description="only within this district, street, community or grid code")] = None,
 ) -> dict[str, Any]:
-    return kpi_svc.kpis(session, level=level, reported_from=reported_from, reported_to=reported_to, area=area)
+    return kpi_svc.kpis(session, level=level, reported_from=reported_from, reported_to=reported_to, area=area,
+                        scope=access.reach(session, principal, "kpis.read"))  # fmt: skip

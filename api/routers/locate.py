@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import TypeAdapter, ValidationError
 
-from api.deps import SessionDep
+from api.deps import PrincipalDep, SessionDep, allowed, authenticate, refuse_unless
 from gridmap.errors import InvalidInput, PayloadTooLarge
 from gridmap.services import locate as svc
 from gridmap.services.points import MAX_BATCH, parse_points, prepare_point
@@ -28,8 +28,8 @@ CrsQuery = Annotated[str, Query(description="EPSG:4326 (default), EPSG:4490, GCJ
 AtQuery = Annotated[dt.datetime | None, Query(description="answer with the grids in force at this ISO time (with zone)")]
 
 
-@router.get("/ping", summary="Trivial endpoint (the framework's ceiling in benchmarks)")
-async def ping() -> dict:
+@router.get("/ping", summary="Trivial endpoint for any signed-in caller (the framework's ceiling in benchmarks)")
+async def ping(principal: PrincipalDep) -> dict:
     return {"pong": True}
 
 
@@ -72,6 +72,7 @@ def _param(query: Any, name: str, adapter: TypeAdapter, default: Any = ..., ge: 
 @router.get("/locate", response_model=None, openapi_extra={"parameters": LOCATE_PARAMETERS},
             summary="The grid, hierarchy and staff responsible for a point (定位责任网格)")  # fmt: skip
 async def locate(request: Request) -> Response | dict:
+    await refuse_unless(request, await authenticate(request), "locate")
     q = request.query_params
     lon = _param(q, "lon", _FLOAT)
     lat = _param(q, "lat", _FLOAT)
@@ -94,7 +95,7 @@ async def locate(request: Request) -> Response | dict:
     return Response(orjson.dumps(await run_in_threadpool(exact)), media_type="application/json", headers=headers)
 
 
-@router.get("/locate/index", summary="This process's in-memory grid index: version and size")
+@router.get("/locate/index", summary="This process's in-memory grid index: version and size", dependencies=[allowed("locate")])
 async def index_status(request: Request) -> dict:
     holder: svc.GridIndexHolder = request.app.state.grid_index
     return {"version": holder.version, "loaded_at": dt.datetime.fromtimestamp(holder.loaded_at, dt.UTC).isoformat(),
@@ -106,6 +107,7 @@ async def index_status(request: Request) -> dict:
     summary=f"Locate up to {MAX_BATCH:,} points: CSV (id,lon,lat) or a GeoJSON FeatureCollection; streamed CSV out",
     openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}},
                                                "application/geo+json": {"schema": {"type": "object"}}}}},
+    dependencies=[allowed("locate")],
 )  # fmt: skip
 async def locate_batch(request: Request, session: SessionDep, crs: CrsQuery = "EPSG:4326", at: AtQuery = None) -> StreamingResponse:
     holder: svc.GridIndexHolder = request.app.state.grid_index

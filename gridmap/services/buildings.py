@@ -13,19 +13,18 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gridmap import audit, vocab
-from gridmap.access import Scope, page_filter, reach
+from gridmap.access import Scope, page_filter, reach, require
 from gridmap.auth import Principal
-from gridmap.errors import Forbidden, InvalidInput, NotFound
+from gridmap.errors import InvalidInput, NotFound
 
 MAX_PAGE = 1000
 FEATURE = """json_build_object('type', 'Feature', 'id', b.id, 'geometry', ST_AsGeoJSON(b.geom, 7)::json,
   'properties', json_build_object('id', b.id, 'code', b.code, 'name', b.name, 'address', b.address, 'use', b.use,
     'floors', b.floors, 'households', b.households, 'grid_code', b.grid_code))"""
-CITY_WIDE_READERS = frozenset({"command_center", "analyst", "admin", "dispatcher", "planner"})
 
 
 def building_scope(session: Session, principal: Principal) -> Scope:
-    return reach(session, principal, city_wide=CITY_WIDE_READERS, what="buildings")
+    return reach(session, principal, "buildings.read")
 
 
 def list_buildings(session: Session, scope: Scope, *, grid: str | None = None, limit: int = 100,
@@ -49,8 +48,7 @@ def get_building(session: Session, scope: Scope, building_id: int) -> dict[str, 
 def update_building(session: Session, principal: Principal, scope: Scope, building_id: int,
                     changes: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """Correct name, address, use or floors of a building of the caller's grids."""
-    if not scope.clear:
-        raise Forbidden(f"The role {principal.role} may not change buildings")
+    require(principal, "buildings.write")
     get_building(session, scope, building_id)  # 404 outside the caller's grids
     sets: dict[str, Any] = {}
     for name, limit in (("name", 100), ("address", 200)):

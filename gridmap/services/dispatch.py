@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gridmap import crs as crs_mod
+from gridmap.access import Scope
 from gridmap.errors import Conflict, InvalidInput, NotFound
 
 SPEED_M_S = 4.2  # an e-bike in town, 15 km/h
@@ -35,14 +36,16 @@ def eta_minutes(distance_m: float | None) -> float | None:
     return round(SETUP_MIN + distance_m * DETOUR / SPEED_M_S / 60.0, 1)
 
 
-def candidates(session: Session, *, incident_id: int, limit: int = 10, now: dt.datetime | None = None) -> dict[str, Any]:
-    """The grid's own workers (on duty first), then the nearest N available staff by last position."""
+def candidates(session: Session, *, incident_id: int, limit: int = 10, now: dt.datetime | None = None,
+               scope: Scope | None = None) -> dict[str, Any]:  # fmt: skip
+    """The grid's own workers (on duty first), then the nearest N available staff by last position;
+    an incident outside the caller's grids (`scope`) does not exist for him."""
     if not 1 <= limit <= 100:
         raise InvalidInput("Invalid value for parameter limit: must be between 1 and 100")
     inc = session.execute(
         text("SELECT id, code, status, grid_code, ST_X(geom), ST_Y(geom) FROM incident WHERE id = :id"), {"id": incident_id}
     ).first()
-    if inc is None:
+    if inc is None or (scope is not None and not scope.covers(inc.grid_code)):
         raise NotFound(f"No incident {incident_id}")
     if inc.status in ("closed", "rejected"):
         raise Conflict(f"Incident {inc.code} is {inc.status}: there is no one to send")

@@ -20,8 +20,10 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from gridmap import access, vocab, workflow
 from gridmap import crs as crs_mod
-from gridmap import vocab, workflow
+from gridmap.access import Scope
+from gridmap.auth import Principal
 from gridmap.errors import InvalidInput, NotFound, PreconditionFailed
 from gridmap.workcal import calendar
 
@@ -206,20 +208,21 @@ def _check_actor(session: Session, actor_id: int | None) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _resolve(session: Session, ref: str | int) -> int:
-    """An incident's id from its numeric id or its code (AJyyyymmddnnnnnn)."""
+def _resolve(session: Session, ref: str | int, scope: Scope | None = None) -> int:
+    """An incident's id from its numeric id or its code (AJyyyymmddnnnnnn); an incident outside
+    the caller's grids (`scope`) does not exist for him."""
     s = str(ref).strip()
     if s.isascii() and s.isdigit():
         if len(s) > 19 or int(s) > BIGINT_MAX or int(s) < 1:
             raise NotFound(f"No incident {s}")
-        found = session.execute(text("SELECT id FROM incident WHERE id = :id"), {"id": int(s)}).scalar()
+        found = session.execute(text("SELECT id, grid_code FROM incident WHERE id = :id"), {"id": int(s)}).first()
     elif s.upper().startswith("AJ") and s[2:].isascii() and s[2:].isdigit() and len(s) <= 24:
-        found = session.execute(text("SELECT id FROM incident WHERE code = :c"), {"c": s.upper()}).scalar()
+        found = session.execute(text("SELECT id, grid_code FROM incident WHERE code = :c"), {"c": s.upper()}).first()
     else:
         raise InvalidInput(f"Invalid incident reference {s[:40]!r}: give its numeric id or its code (AJ…)")
-    if found is None:
+    if found is None or (scope is not None and not scope.covers(found.grid_code)):
         raise NotFound(f"No incident {s}")
-    return int(found)
+    return int(found.id)
 
 
 def _convert(features: list[dict[str, Any]], crs: str) -> None:
@@ -251,11 +254,12 @@ def _load_state(session: Session, incident_id: int) -> Mapping[Any, Any]:
     return row
 
 
-def get_incident(session: Session, *, ref: str | int, crs: str | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
+def get_incident(session: Session, *, ref: str | int, crs: str | None = None, now: dt.datetime | None = None,
+                 scope: Scope | None = None) -> dict[str, Any]:  # fmt: skip
     """One incident as a GeoJSON Feature with its full event history and the actions it accepts now."""
     now = now or _now()
     out_crs = crs_mod.canonical_crs(_token("crs", crs, limit=32) if crs else None)
-    incident_id = _resolve(session, ref)
+    incident_id = _resolve(session, ref, scope)
     feature = _feature(session, incident_id, now)
     state = workflow.CaseState.from_row(_load_state(session, incident_id))
     feature["events"] = list(session.execute(EVENTS_SQL, {"id": incident_id}).scalars())
@@ -305,8 +309,10 @@ def list_incidents(
     cursor: str | None = None,
     crs: str | None = None,
     now: dt.datetime | None = None,
+    scope: Scope | None = None,
 ) -> dict[str, Any]:
-    """Incidents newest first as a GeoJSON FeatureCollection, a page at a time.
+    """Incidents newest first as a GeoJSON FeatureCollection, a page at a time; only those of
+    the caller's grids when a `scope` is given.
 
     Pages are keyset pages on (reported_at, id) descending: stable while cases are added, and
     as fast on the last page as on the first. `next_cursor` is None on the last page.
@@ -319,6 +325,9 @@ def list_incidents(
     out_crs = crs_mod.canonical_crs(_token("crs", crs, limit=32) if crs else None)
     where: list[str] = []
     params: dict[str, Any] = {"now": now, "limit": limit + 1}
+    if scope is not None and not scope.all_grids:
+        where.append("i.grid_code = ANY(:scope_grids)")
+        params["scope_grids"] = list(scope.grids)
     if bbox is not None:
         where.append("i.geom && ST_MakeEnvelope(:minx, :miny, :maxx, :maxy, 4326)")
         params |= dict(zip(("minx", "miny", "maxx", "maxy"), bbox, strict=True))
@@ -442,8 +451,11 @@ def transition(
     actor_id: int | None = None,
     crs: str | None = None,
     now: dt.datetime | None = None,
+    principal: Principal | None = None,
+    scope: Scope | None = None,
 ) -> dict[str, Any]:
-    """Apply a workflow action to the incident at `version` (the ETag the client read).
+    """Apply a workflow action to the incident at `version` (the ETag the client read); with a
+    `principal`, he is the actor and his role must allow the action (gridmap.access).
 
     404 unknown incident · 412 `version` is not current (also when a concurrent writer wins)
     · 409 the action is not allowed in the current state · 422 missing or bad inputs.
@@ -451,8 +463,11 @@ def transition(
     """
     now = now or _now()
     crs_mod.canonical_crs(_token("crs", crs, limit=32) if crs else None)  # refuse a bad crs before writing
-    incident_id = _resolve(session, ref)
+    incident_id = _resolve(session, ref, scope)
     row = _load_state(session, incident_id)
+    if principal is not None:
+        access.check_action(principal, action, row["assignee_id"])
+        actor_id = principal.id if principal.kind == "user" else None
     if version != row["version"]:
         raise _stale(version, row["version"])
     state = workflow.CaseState.from_row(row)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from gridmap.access import Scope
 from gridmap.errors import InvalidInput
 
 DEFAULT_PERIOD = dt.timedelta(days=30)
@@ -94,9 +95,11 @@ def kpis(
     reported_to: dt.datetime | None = None,
     area: str | None = None,
     now: dt.datetime | None = None,
+    scope: Scope | None = None,
 ) -> dict[str, Any]:
     """KPIs of the cases reported in [reported_from, reported_to) (default: the last 30 days),
-    grouped by `level`; `area` (a district, street, community or grid code) narrows them."""
+    grouped by `level`; `area` (a district, street, community or grid code) narrows them, and so
+    does `scope` (the caller's grids: the cases of other grids are not counted)."""
     if level not in GROUPS:
         raise InvalidInput(f"Invalid value for parameter level: {level[:32]!r} is not one of {', '.join(KPI_LEVELS)}")
     now = now or dt.datetime.now(dt.UTC)
@@ -117,6 +120,9 @@ def kpis(
             raise InvalidInput("Invalid value for parameter area: a 6-, 9-, 12- or 15-digit district, street, community or grid code")
         area_sql = "AND i.grid_code LIKE :area"
         params["area"] = area + "%"
+    if scope is not None and not scope.all_grids:
+        area_sql += " AND i.grid_code = ANY(:scope_grids)"
+        params["scope_grids"] = list(scope.grids)
     key, join, label = GROUPS[level]
     sql = KPI_SQL.format(key=key, join=join, label=label, area=area_sql)
     rows = session.execute(text(sql), params).mappings().all()

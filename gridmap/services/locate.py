@@ -21,6 +21,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,9 +229,14 @@ class GridIndexHolder:
     listener thread reloads and swaps the index atomically. Requests read ``self.current``
     (one reference), so they never see a half-built index. A slow poll (``verify_every``
     seconds) compares a fingerprint in case a notification was lost while reconnecting.
+
+    The process has this one listening connection, so others hear it too: `subscribers` are
+    called with the channels of each burst of notifications (``gridmap_auth`` included: account
+    and key changes, migration 0011), and with every channel after a reconnect.
     """
 
-    CHANNELS = ("gridmap_grids", "gridmap_staff")
+    CHANNELS = ("gridmap_grids", "gridmap_staff", "gridmap_auth")
+    INDEX_CHANNELS = frozenset({"gridmap_grids", "gridmap_staff"})
 
     def __init__(self, engine: Engine, *, listen: bool = True, verify_every: float = 30.0) -> None:
         self.engine = engine
@@ -243,6 +249,7 @@ class GridIndexHolder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.verify_every = verify_every
+        self.subscribers: list[Callable[[set[str]], None]] = []
         self.reload()
         if listen:
             self._thread = threading.Thread(target=self._listen, name="gridmap-grid-listener", daemon=True)
@@ -281,21 +288,25 @@ class GridIndexHolder:
                     for channel in self.CHANNELS:
                         conn.execute(f"LISTEN {channel}")
                     self._check_fingerprint()  # changes made while we were not listening
+                    self._tell(set(self.CHANNELS))
                     last_verify = time.monotonic()
                     while not self._stop.is_set():
-                        got = False
-                        for _ in conn.notifies(timeout=0.5, stop_after=1):  # returns on the first one
-                            got = True
-                        if got:
-                            for _ in conn.notifies(timeout=0.02):  # one reload for a burst (grid + staff)
-                                pass
-                            self.reload()
+                        heard = {n.channel for n in conn.notifies(timeout=0.5, stop_after=1)}  # returns on the first one
+                        if heard:
+                            heard |= {n.channel for n in conn.notifies(timeout=0.02)}  # one reload for a burst (grid + staff)
+                            if heard & self.INDEX_CHANNELS:
+                                self.reload()
+                            self._tell(heard)
                         elif time.monotonic() - last_verify > self.verify_every:
                             self._check_fingerprint()
                             last_verify = time.monotonic()
             except Exception as exc:  # keep serving the last index; reconnect
                 log.warning("grid index listener: %s; reconnecting", str(exc).splitlines()[0] if str(exc) else exc)
                 self._stop.wait(1.0)
+
+    def _tell(self, channels: set[str]) -> None:
+        for subscriber in self.subscribers:
+            subscriber(channels)
 
     def _check_fingerprint(self) -> None:
         with self.engine.connect() as conn:

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gridmap import audit, masking
-from gridmap.access import Scope, page_filter
+from gridmap.access import Scope, page_filter, require
 from gridmap.auth import Principal
 from gridmap.errors import InvalidInput, NotFound
 
@@ -99,10 +99,7 @@ MAX_TAGS, MAX_TAG = 20, 20
 
 
 def _writer(principal: Principal, scope: Scope) -> None:
-    from gridmap.errors import Forbidden
-
-    if not scope.clear:
-        raise Forbidden(f"The role {principal.role} may not change residents' data")
+    require(principal, "residents.write")
 
 
 def _text_field(name: str, value: str | None, *, required: bool = False) -> str | None:
@@ -276,7 +273,6 @@ def create_household(session: Session, principal: Principal, scope: Scope, *, bu
 # exports
 # ---------------------------------------------------------------------------------------------
 
-EXPORTERS = frozenset({"community_admin", "street_admin", "district_admin", "command_center", "analyst", "admin"})
 EXPORT_LIMIT = 200_000
 EXPORT_HEADER = ["pseudonym", "household", "grid_code", "name", "id_number", "gender", "birth_year", "phone", "relation", "tags"]
 
@@ -300,10 +296,9 @@ def export_residents(session: Session, principal: Principal, scope: Scope, *, gr
     import csv
     import io
 
-    from gridmap.errors import Forbidden, PayloadTooLarge
+    from gridmap.errors import PayloadTooLarge
 
-    if principal.role not in EXPORTERS:
-        raise Forbidden(f"The role {principal.role} may not export residents")
+    require(principal, "residents.export")
     where, params = page_filter("r", scope, grid=grid, limit=1, after=None, max_page=1)
     rows = session.execute(text(f"SELECT {COLUMNS} FROM resident r WHERE {' AND '.join(where)} ORDER BY r.id LIMIT :n"),
                            {**params, "n": EXPORT_LIMIT + 1}).all()  # fmt: skip

@@ -11,11 +11,12 @@ from sqlalchemy import Engine, text
 
 from api.app import create_app
 from gridmap import crs as crs_mod
+from tests.auth_helpers import key_headers
 
 
 @pytest.fixture(scope="module")
 def client(demo_engine: Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(engine=demo_engine)) as c:
+    with TestClient(create_app(engine=demo_engine), headers=key_headers(demo_engine, "admin")) as c:
         yield c
 
 

@@ -8,11 +8,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from tests.auth_helpers import key_headers
 
 
 @pytest.fixture(scope="module")
 def client(demo_engine) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
-    with TestClient(create_app(engine=demo_engine)) as c:
+    with TestClient(create_app(engine=demo_engine), headers=key_headers(demo_engine, "admin")) as c:
         yield c
 
 

@@ -23,11 +23,13 @@ from sqlalchemy.orm import Session
 
 from api import problems
 from api.routers.incidents import report_batcher, router
+from gridmap import auth, migrate, workflow
 from gridmap import crs as crs_mod
-from gridmap import migrate, workflow
+from gridmap.auth import AUTH_REQUIRED
 from gridmap.errors import GridmapError, PreconditionFailed
 from gridmap.services import incidents as svc
 from gridmap.services import reports
+from tests.auth_helpers import key_headers, user_headers
 from tests.conftest import drop_database, make_database
 from tests.test_workflow import COMMUNITY_A, GRID_A1, GRID_A2, IN_A1, STREET, City, build_city
 
@@ -49,20 +51,24 @@ def make_app(engine: Engine) -> FastAPI:
 class World:
     engine: Engine
     city: City
-    client: TestClient
+    client: TestClient  # sends an admin API key unless told otherwise
+    worker_a: dict[str, str]  # grid worker of A1
+    dispatcher: dict[str, str]
 
 
 @pytest.fixture(scope="module")
 def world(database_url_for_tests: str) -> Iterator[World]:
     """A database of its own (requests commit here), with the hand-built city."""
     url = make_database(database_url_for_tests, f"gridmap_test_{os.getpid()}_incidents")
-    engine = create_engine(url, pool_size=12)
+    engine = create_engine(url, pool_size=12, pool_pre_ping=True)  # as gridmap.db.make_engine
     try:
         migrate.upgrade(engine)
         with Session(engine) as s, s.begin():
             city = build_city(s, tag="api")
-        with TestClient(make_app(engine)) as client:
-            yield World(engine, city, client)
+        worker_a = user_headers(engine, "api-worker-a", scopes=[("grid", GRID_A1)])
+        dispatcher = user_headers(engine, "api-dispatcher")
+        with TestClient(make_app(engine), headers=key_headers(engine, "admin")) as client:
+            yield World(engine, city, client, worker_a, dispatcher)
     finally:
         engine.dispose()
         drop_database(url)
@@ -70,7 +76,7 @@ def world(database_url_for_tests: str) -> Iterator[World]:
 
 @pytest.fixture(scope="module")
 def demo_client(demo_engine: Engine) -> Iterator[TestClient]:
-    with TestClient(make_app(demo_engine)) as client:
+    with TestClient(make_app(demo_engine), headers=key_headers(demo_engine, "command_center")) as client:
         yield client
 
 
@@ -102,8 +108,7 @@ def count(engine: Engine, sql: str, **params: Any) -> int:
 
 
 def test_report_then_read_with_history(world: World) -> None:
-    r = world.client.post("/v1/incidents", json=body(title="垃圾暴露", address="幸福路 1 号"),
-                          headers={"X-Actor-Id": str(world.city.workers[0])})  # fmt: skip
+    r = world.client.post("/v1/incidents", json=body(title="垃圾暴露", address="幸福路 1 号"), headers=world.worker_a)
     assert r.status_code == 201
     assert r.headers["content-type"] == "application/geo+json" and r.headers["etag"] == '"1"'
     f = r.json()
@@ -170,13 +175,16 @@ def test_same_key_different_body_is_refused(world: World) -> None:
 
 def test_keys_are_scoped_per_caller_and_expire_after_24_hours(world: World) -> None:
     key, title = f"k-{uuid.uuid4()}", f"scoped-{uuid.uuid4()}"
-    for client_id in ("app-a", "app-b"):
-        r = world.client.post("/v1/incidents", json=body(title=title), headers={"Idempotency-Key": key, "X-Client-Id": client_id})
+    app_a, app_b = key_headers(world.engine, "dispatcher"), key_headers(world.engine, "dispatcher")
+    for caller in (app_a, app_b):
+        r = world.client.post("/v1/incidents", json=body(title=title), headers={"Idempotency-Key": key, **caller})
         assert r.status_code == 201 and "idempotent-replayed" not in r.headers
     assert count(world.engine, "SELECT count(*) FROM incident WHERE title = :t", t=title) == 2
+    a = auth.resolve(world.engine, api_key=app_a["X-API-Key"])
     with world.engine.begin() as c:
-        c.execute(text("UPDATE idempotency_key SET created_at = now() - interval '25 hours' WHERE key = :k AND caller = 'app-a'"), {"k": key})
-    r = world.client.post("/v1/incidents", json=body(title=title, severity=1), headers={"Idempotency-Key": key, "X-Client-Id": "app-a"})
+        c.execute(text("UPDATE idempotency_key SET created_at = now() - interval '25 hours' WHERE key = :k AND caller = :c"),
+                  {"k": key, "c": f"{a.kind}:{a.id}"})  # fmt: skip
+    r = world.client.post("/v1/incidents", json=body(title=title, severity=1), headers={"Idempotency-Key": key, **app_a})
     assert r.status_code == 201 and r.json()["properties"]["severity"] == 1
 
 
@@ -302,8 +310,9 @@ def test_lifecycle_with_etags(world: World) -> None:
     city = world.city
     f = create(world)
     url = f"/v1/incidents/{f['id']}/transitions"
-    r = world.client.post(url, json={"action": "register"}, headers={"If-Match": 'W/"1"', "X-Actor-Id": str(city.dispatcher)})
+    r = world.client.post(url, json={"action": "register"}, headers={"If-Match": 'W/"1"', **world.dispatcher})
     assert r.status_code == 200 and r.headers["etag"] == '"2"'
+    assert r.json()["events"][-1]["actor_id"] == city.dispatcher  # the actor is the signed-in caller
     r = world.client.post(url, json={"action": "dispatch", "assignee": city.workers[0]}, headers={"If-Match": "2"})
     assert r.status_code == 200 and r.json()["properties"]["deadline_at"]
     f = r.json()
@@ -528,9 +537,11 @@ def _cases() -> list[tuple[str, str, dict[str, Any], int, str | Callable[[], str
          f"Request body is larger than the limit of {MAX_BODY:,} bytes"),
         ("POST", "/v1/incidents", {"json": body(), "headers": {"Idempotency-Key": "k" * 256}}, 422,
          "Invalid value for header Idempotency-Key: 1 to 255 printable characters"),
-        ("POST", "/v1/incidents", {"json": body(), "headers": {"X-Actor-Id": "abc"}}, 422,
-         "Invalid value for header X-Actor-Id: give a staff id (a positive integer)"),
-        ("POST", "/v1/incidents", {"json": body(), "headers": {"X-Actor-Id": "99999"}}, 422, "Unknown actor: no staff member with id 99999"),
+        ("POST", "/v1/incidents", {"json": body(), "headers": {"X-API-Key": "gmk_0000_nothing"}}, 401, "The API key is not valid"),
+        ("POST", "/v1/incidents", {"json": body(), "headers": {"X-API-Key": "", "Authorization": "Basic dTpw"}}, 401,
+         "Only bearer tokens are accepted in Authorization. " + AUTH_REQUIRED),
+        ("GET", "/v1/incidents", {"headers": {"X-API-Key": ""}}, 401, AUTH_REQUIRED),
+        ("GET", "/v1/incidents", {"headers": {"Authorization": "Bearer abc.def.ghi"}}, 401, "The token is not valid"),
         # lists
         ("GET", "/v1/incidents?limit=1001", {}, 422, "Invalid value for parameter limit: at most 1000 per page"),
         ("GET", "/v1/incidents?limit=0", {}, 422, "Invalid value for parameter limit: at least 1"),
@@ -578,8 +589,7 @@ def _cases() -> list[tuple[str, str, dict[str, Any], int, str | Callable[[], str
          "Cannot start an incident that is reported; allowed actions: register, reject"),
         ("POST", "{incident}/transitions", {"json": {"action": "register", "why": 1}, "headers": {"If-Match": '"1"'}}, 422,
          "Invalid value for parameter why: Extra inputs are not permitted"),
-        ("POST", "{incident}/transitions", {"json": {"action": "register"}, "headers": {"If-Match": '"1"', "X-Actor-Id": "-3"}}, 422,
-         "Invalid value for header X-Actor-Id: give a staff id (a positive integer)"),
+        ("POST", "{incident}/transitions", {"json": {"action": "register"}, "headers": {"If-Match": '"1"', "X-API-Key": ""}}, 401, AUTH_REQUIRED),
         # kpis
         ("GET", "/v1/kpis", {}, 422, "Missing required parameter level"),
         ("GET", "/v1/kpis?level=city", {}, 422, "Invalid value for parameter level: 'city' is not one of grid, community, street, staff"),

@@ -17,8 +17,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 
 from api.app import create_app
+from gridmap import auth, migrate
 from gridmap import crs as crs_mod
-from gridmap import migrate
+from tests.auth_helpers import key_headers
 from tests.conftest import drop_database, make_database
 
 P = "349990001001"  # community code of the test grids
@@ -71,7 +72,7 @@ def locate_engine(database_url_for_tests: str) -> Iterator[Engine]:
 
 @pytest.fixture(scope="module")
 def client(locate_engine: Engine) -> Iterator[TestClient]:
-    with TestClient(create_app(engine=locate_engine)) as c:
+    with TestClient(create_app(engine=locate_engine), headers=key_headers(locate_engine, "dispatcher")) as c:
         yield c
 
 
@@ -210,8 +211,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_boundary_change_reaches_every_api_process_within_a_second(locate_engine: Engine) -> None:
-    """Two uvicorn workers serve; a plan-like change commits; both answer anew in < 1 s."""
+def test_boundary_change_and_revocation_reach_every_api_process_within_a_second(locate_engine: Engine) -> None:
+    """Two uvicorn workers serve; a plan-like change commits; both answer anew in < 1 s. Then
+    the key they both cached is revoked, and both refuse it in < 1 s."""
+    key = key_headers(locate_engine, "dispatcher")
     port = _free_port()
     url = locate_engine.url.render_as_string(hide_password=False)
     env = {**os.environ, "GRIDMAP_DATABASE_URL": url}
@@ -221,7 +224,7 @@ def test_boundary_change_reaches_every_api_process_within_a_second(locate_engine
     point = {"lon": 117.205, "lat": 31.8095}  # in A, near its top edge
     try:
         # a fresh connection per request, so the kernel spreads requests over both workers
-        with httpx.Client(base_url=base, timeout=2, headers={"Connection": "close"}) as http:
+        with httpx.Client(base_url=base, timeout=2, headers={"Connection": "close", **key}) as http:
             deadline = time.monotonic() + 30
             pids: set[int] = set()
             while len(pids) < 2 and time.monotonic() < deadline:  # wait until both workers serve
@@ -247,6 +250,18 @@ def test_boundary_change_reaches_every_api_process_within_a_second(locate_engine
             assert len(fresh) == 2, f"only {fresh} saw the change"
             print(f"boundary change seen by {len(fresh)} processes after {fresh}")
             assert max(fresh.values()) < 1.0, fresh
+
+            with locate_engine.begin() as conn:  # both processes have the key's caller cached now
+                conn.execute(text("UPDATE api_key SET revoked_at = now() WHERE key_hash = :h"),
+                             {"h": auth._key_hash(key["X-API-Key"])})  # fmt: skip
+            revoked = time.monotonic()
+            streak, refused_after = 0, None
+            while streak < 20 and time.monotonic() - revoked < 5:  # 20 in a row: both processes refuse
+                streak = streak + 1 if http.get("/v1/locate", params=point).status_code == 401 else 0
+                if streak == 1:
+                    refused_after = time.monotonic() - revoked
+            print(f"revoked key refused by every process after {refused_after}")
+            assert streak == 20 and refused_after is not None and refused_after < 1.0, (streak, refused_after)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

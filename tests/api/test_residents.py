@@ -128,7 +128,7 @@ def test_the_command_center_sees_everyone_masked(world: World) -> None:
 
 def test_roles_without_personal_data_and_strangers_are_refused(world: World) -> None:
     r = world.client.get("/v1/residents", headers=as_user(world, "disp"))
-    assert r.status_code == 403 and r.json()["detail"] == "The role dispatcher has no access to residents' data"
+    assert r.status_code == 403 and r.json()["detail"] == "The role dispatcher may not read residents' data (查看居民)"
     assert any(row.actor.endswith(":dispatcher") for row in audit_rows(world, "read_refused"))
     r = world.client.get("/v1/residents")
     assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
@@ -164,7 +164,7 @@ def test_auditors_read_the_audit_log_and_nobody_else(world: World) -> None:
     for params in ({"grid": "12"}, {"from": "2026-11-23T10:00:00"}, {"limit": 0}, {"user": 0}):
         assert world.client.get("/v1/audit", params=params, headers=h).status_code == 422, params
     refused = world.client.get("/v1/audit", headers=worker)
-    assert refused.status_code == 403 and refused.json()["detail"] == "The role grid_worker may not read the audit log"
+    assert refused.status_code == 403 and refused.json()["detail"] == "The role grid_worker may not read the audit log (查看审计日志)"
     actions = {row["action"] for row in world.client.get("/v1/audit", params={"user": worker_id}, headers=h).json()["items"]}
     assert "audit_read_refused" in actions
 
@@ -251,7 +251,7 @@ def test_an_id_number_of_another_grid_is_not_revealed(world: World) -> None:
 
 def test_city_wide_roles_cannot_write(world: World) -> None:
     r = world.client.post("/v1/residents", json=new_person(world, GRID_A1), headers=as_user(world, "center"))
-    assert r.status_code == 403 and r.json()["detail"] == "The role command_center may not change residents' data"
+    assert r.status_code == 403 and r.json()["detail"] == "The role command_center may not change residents' data (登记、修改居民)"
 
 
 def test_search_stays_in_scope_and_needs_clear_access(world: World) -> None:
@@ -329,6 +329,6 @@ def test_exports_are_de_identified_and_only_for_admins(world: World) -> None:
     assert [row["pseudonym"] for row in again] == [row["pseudonym"] for row in rows]  # stable
     assert len({row["pseudonym"] for row in rows}) >= len(rows) - 1  # one per person (a reviewed duplicate shares it)
     refused = world.client.get("/v1/exports/residents.csv", headers=as_user(world, "worker.a1"))
-    assert refused.status_code == 403 and refused.json()["detail"] == "The role grid_worker may not export residents"
+    assert refused.status_code == 403 and refused.json()["detail"] == "The role grid_worker may not export residents (导出居民（脱敏）)"
     assert any(row.actor.endswith(":grid_worker") for row in audit_rows(world, "export_refused"))
     assert any(row.detail["rows"] == len(rows) for row in audit_rows(world, "export"))
