@@ -5,6 +5,7 @@ every clear read and every refusal is in the audit log."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -67,7 +68,9 @@ def world(database_url_for_tests: str) -> Iterator[World]:
                                            ("leader.a", "grid_leader", [("community", COMMUNITY_A)]),
                                            ("center", "command_center", [("city", "")]),
                                            ("disp", "dispatcher", [("city", "")]),
-                                           ("audit.wu", "auditor", [("city", "")])]:  # fmt: skip
+                                           ("audit.wu", "auditor", [("city", "")]),
+                                           ("ana", "analyst", [("city", "")]),
+                                           ("sys", "admin", [("city", "")])]:  # fmt: skip
                 auth.add_user(s, username=username, name=username, role=role, password=PASSWORD, scopes=scopes)
         app = FastAPI()
         problems.install(app)
@@ -332,3 +335,38 @@ def test_exports_are_de_identified_and_only_for_admins(world: World) -> None:
     assert refused.status_code == 403 and refused.json()["detail"] == "The role grid_worker may not export residents (导出居民（脱敏）)"
     assert any(row.actor.endswith(":grid_worker") for row in audit_rows(world, "export_refused"))
     assert any(row.detail["rows"] == len(rows) for row in audit_rows(world, "export"))
+
+
+RAW_ID_NUMBER = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9])")
+RAW_MOBILE = re.compile(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])")
+
+
+@pytest.mark.parametrize("username", ["center", "ana", "sys"])
+def test_no_answer_to_a_de_identified_role_holds_a_raw_id_number_or_phone(world: World, username: str) -> None:
+    """Every resident, household, building and export answer a masked role can get, scanned."""
+    h = as_user(world, username)
+    listed = world.client.get("/v1/residents", params={"limit": 500}, headers=h)
+    answers = [listed, world.client.get("/v1/residents", params={"tag": "独居老人"}, headers=h),
+               world.client.get("/v1/households", headers=h), world.client.get("/v1/buildings", headers=h),
+               world.client.get("/v1/exports/residents.csv", headers=h)]  # fmt: skip
+    answers += [world.client.get(f"/v1/residents/{item['id']}", headers=h) for item in listed.json()["items"]]
+    assert len(answers) > 8 and all(r.status_code == 200 for r in answers), [r.text for r in answers if r.status_code != 200]
+    for r in answers:
+        assert not RAW_ID_NUMBER.search(r.text) and not RAW_MOBILE.search(r.text), r.text
+    with world.engine.connect() as c:  # the test data does hold raw numbers, so the scan can fail
+        assert c.execute(text("SELECT count(*) FROM resident WHERE id_number ~ '^[0-9]{17}[0-9X]$' AND phone ~ '^1[3-9]'")).scalar_one() > 0
+
+
+def test_if_the_audit_row_cannot_be_written_the_read_fails(world: World) -> None:
+    h = as_user(world, "worker.a1")
+    mine = world.ids[GRID_A1][0]
+    with world.engine.begin() as c:
+        c.execute(text("REVOKE INSERT ON audit_log FROM gridmap_api"))
+    try:
+        r = world.client.get(f"/v1/residents/{mine}", headers=h)
+        assert r.status_code >= 500 and r.headers["content-type"] == "application/problem+json"
+        assert "张" not in r.text and "13812345678" not in r.text  # nothing of the resident leaves
+    finally:
+        with world.engine.begin() as c:
+            c.execute(text("GRANT INSERT ON audit_log TO gridmap_api"))
+    assert world.client.get(f"/v1/residents/{mine}", headers=h).status_code == 200
