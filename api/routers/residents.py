@@ -154,6 +154,15 @@ def list_households(
     return svc.list_households(session, principal, scope, grid=grid, limit=limit, after=after)
 
 
+@router.delete("/households/{household_id}", status_code=204, summary="Remove an empty household of your grids")
+def delete_household(request: Request, session: SessionDep, principal: PrincipalDep,
+                     household_id: Annotated[int, Path(ge=1, le=2**63 - 1)]) -> Response:  # fmt: skip
+    scope = _scope(request, session, principal, "delete")
+    _guarded(request, principal, "delete", [household_id],
+             lambda: svc.delete_household(session, principal, scope, household_id), "household")  # fmt: skip
+    return Response(status_code=204)
+
+
 @router.post("/households", status_code=201, summary="Create a household in a building or grid of yours")
 def create_household(request: Request, session: SessionDep, principal: PrincipalDep, payload: HouseholdIn) -> dict[str, Any]:
     scope = _scope(request, session, principal, "create")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from gridmap import audit, masking
 from gridmap.access import Scope, page_filter, require
 from gridmap.auth import Principal
-from gridmap.errors import InvalidInput, NotFound
+from gridmap.errors import Conflict, InvalidInput, NotFound
 
 MAX_PAGE = 500
 COLUMNS = "r.id, r.household_id, r.building_id, r.grid_code, r.name, r.id_number, r.gender, r.birth_date, r.phone, r.relation, r.tags"
@@ -267,6 +267,19 @@ def create_household(session: Session, principal: Principal, scope: Scope, *, bu
     ).one()  # fmt: skip
     audit.record(session, principal, "create", object_type="household", object_ids=[row.id], grid_code=grid_code)
     return _household_out(row)
+
+
+def delete_household(session: Session, principal: Principal, scope: Scope, household_id: int) -> None:
+    """Remove a household of the caller's grids once nobody is registered in it any more."""
+    _writer(principal, scope)
+    row = session.execute(text("SELECT id, grid_code FROM household WHERE id = :id"), {"id": household_id}).first()
+    if row is None or not scope.covers(row.grid_code):
+        raise NotFound(f"No household {household_id}")
+    members = session.execute(text("SELECT count(*) FROM resident WHERE household_id = :id"), {"id": household_id}).scalar_one()
+    if members:
+        raise Conflict(f"Household {household_id} still has {members} member(s): move or remove them first")
+    session.execute(text("DELETE FROM household WHERE id = :id"), {"id": household_id})
+    audit.record(session, principal, "delete", object_type="household", object_ids=[household_id], grid_code=row.grid_code)
 
 
 # ---------------------------------------------------------------------------------------------

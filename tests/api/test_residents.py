@@ -370,3 +370,80 @@ def test_if_the_audit_row_cannot_be_written_the_read_fails(world: World) -> None
         with world.engine.begin() as c:
             c.execute(text("GRANT INSERT ON audit_log TO gridmap_api"))
     assert world.client.get(f"/v1/residents/{mine}", headers=h).status_code == 200
+
+
+def box(x: float, y: float, d: float = 0.0002) -> dict:
+    return {"type": "Polygon", "coordinates": [[[x - d, y - d], [x + d, y - d], [x + d, y + d], [x - d, y + d], [x - d, y - d]]]}
+
+
+def test_buildings_are_registered_redrawn_and_removed_within_your_grids(world: World) -> None:
+    from gridmap import crs as crs_mod
+
+    worker, leader = as_user(world, "worker.a1"), as_user(world, "leader.a")
+    made = world.client.post("/v1/buildings", json={"geometry": box(117.006, 31.006), "name": "新楼", "address": "幸福路 9 号",
+                                                     "floors": 6, "code": "B-new-1"}, headers=worker)  # fmt: skip
+    assert made.status_code == 201, made.text
+    new = made.json()
+    assert new["properties"]["grid_code"] == GRID_A1 and made.headers["location"] == f"/v1/buildings/{new['id']}"
+    assert new["properties"]["use"] == "residential"
+    # a footprint in phone-map coordinates lands where the same WGS84 footprint does
+    gx, gy = (float(v) for v in crs_mod.from_wgs84(117.007, 31.007, "GCJ02"))
+    gcj = world.client.post("/v1/buildings", json={"geometry": box(gx, gy), "crs": "GCJ02"}, headers=worker)
+    assert gcj.status_code == 201 and abs(gcj.json()["geometry"]["coordinates"][0][0][0][0] - (117.007 - 0.0002)) < 1e-5
+    assert world.client.get("/v1/buildings", params={"q": "幸福路 9"}, headers=worker).json()["features"][0]["id"] == new["id"]
+    # nothing outside one's grids, nothing that is not a building
+    with world.engine.connect() as c:
+        before = c.execute(text("SELECT count(*) FROM building")).scalar_one()
+    for body, status, detail in [
+        ({"geometry": box(117.004, 31.015)}, 403, "The role grid_worker may not place a building outside the grids in its scope"),
+        ({"geometry": box(117.5, 31.5)}, 422, "Invalid value for parameter geometry: the building lies outside every grid in force"),
+        ({"geometry": {"type": "Point", "coordinates": [117.0, 31.0]}}, 422,
+         "Invalid value for parameter geometry: a GeoJSON Polygon or MultiPolygon"),
+        ({"geometry": {"type": "Polygon", "coordinates": [[[117.006, 31.006], [117.007, 31.007], [117.007, 31.006],
+                                                           [117.006, 31.007], [117.006, 31.006]]]}}, 422,
+         "Invalid value for parameter geometry: Self-intersection[117.0065 31.0065]"),
+        ({"geometry": box(117.005, 31.005, 0.004)}, 422, None),  # 800 m across: not a building
+        ({"geometry": box(117.006, 31.006), "code": "B-new-1"}, 409, "A building with code 'B-new-1' exists already"),
+        ({"geometry": box(117.006, 31.006), "grid_code": GRID_A1}, 422, "Invalid value for parameter grid_code: Extra inputs are not permitted"),
+    ]:  # fmt: skip
+        r = world.client.post("/v1/buildings", json=body, headers=worker)
+        assert r.status_code == status and (detail is None or r.json()["detail"] == detail), (body, r.text)
+    with world.engine.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM building")).scalar_one() == before
+    # a household lives in it; redrawn into A2 by the leader of both grids, its people follow
+    household = world.client.post("/v1/households", json={"building_id": new["id"]}, headers=worker).json()
+    person = world.client.post("/v1/residents", json={"household_id": household["id"], "name": "赵新"}, headers=worker).json()
+    east = {"geometry": box(117.016, 31.006)}
+    refused = world.client.patch(f"/v1/buildings/{new['id']}", json=east, headers=worker)
+    assert refused.status_code == 403  # A2 is not the worker's
+    moved = world.client.patch(f"/v1/buildings/{new['id']}", json=east, headers=leader)
+    assert moved.status_code == 200 and moved.json()["properties"]["grid_code"] == GRID_A2
+    with world.engine.connect() as c:
+        grids = c.execute(text("SELECT (SELECT grid_code FROM household WHERE id = :h), (SELECT grid_code FROM resident WHERE id = :r)"),
+                          {"h": household["id"], "r": person["id"]}).one()  # fmt: skip
+    assert tuple(grids) == (GRID_A2, GRID_A2)
+    assert world.client.get(f"/v1/residents/{person['id']}", headers=worker).status_code == 404  # gone from his grid
+    # removal: not while people live there; an empty one goes; others' do not exist
+    busy = world.client.delete(f"/v1/buildings/{new['id']}", headers=leader)
+    assert busy.status_code == 409 and busy.json()["detail"] == f"Building {new['id']} still has 1 household(s): move or remove them first"
+    empty = gcj.json()["id"]
+    assert world.client.delete(f"/v1/buildings/{empty}", headers=worker).status_code == 204
+    assert world.client.get(f"/v1/buildings/{empty}", headers=worker).status_code == 404
+    with world.engine.connect() as c:
+        theirs = c.execute(text("SELECT id FROM building WHERE grid_code = :g LIMIT 1"), {"g": GRID_B1}).scalar_one()
+    assert world.client.delete(f"/v1/buildings/{theirs}", headers=worker).status_code == 404
+    assert world.client.delete(f"/v1/buildings/{theirs}", headers=as_user(world, "center")).status_code == 403
+    actions = {(row.object_id, action) for action in ("create", "delete", "update") for row in audit_rows(world, action)}
+    assert {(str(new["id"]), "create"), (str(empty), "delete"), (str(new["id"]), "update")} <= actions
+
+
+def test_an_empty_household_of_yours_can_be_removed(world: World) -> None:
+    worker = as_user(world, "worker.a1")
+    empty = world.client.post("/v1/households", json={"grid_code": GRID_A1}, headers=worker).json()["id"]
+    busy = world.households[GRID_A1]
+    r = world.client.delete(f"/v1/households/{busy}", headers=worker)
+    assert r.status_code == 409 and "member(s): move or remove them first" in r.json()["detail"]
+    assert world.client.delete(f"/v1/households/{world.households[GRID_B1]}", headers=worker).status_code == 404
+    assert world.client.delete(f"/v1/households/{empty}", headers=as_user(world, "center")).status_code == 403
+    assert world.client.delete(f"/v1/households/{empty}", headers=worker).status_code == 204
+    assert world.client.delete(f"/v1/households/{empty}", headers=worker).status_code == 404
