@@ -136,6 +136,8 @@ def demo(
     scale: Annotated[ScaleName, typer.Option(help="small: one street · medium: a district · city: a prefecture city")] = ScaleName.small,
     until: Annotated[str | None, typer.Option(help="last day of the simulated history, YYYY-MM-DD (default: today)")] = None,
     force: Annotated[bool, typer.Option(help="replace data that is not a demo")] = False,
+    password: Annotated[str | None, typer.Option(envvar="GRIDMAP_DEMO_PASSWORD",
+                                                 help="let one demo account of each role sign in with this password")] = None,
 ) -> None:
     """Generate a synthetic demo city and load it (replaces the current demo)."""
     from zoneinfo import ZoneInfo
@@ -155,6 +157,15 @@ def demo(
     for name, count in result.counts.items():
         table.add_row(name, f"{count:,}")
     console.print(table)
+    if password:
+        from gridmap.demo.load import open_demo_accounts
+
+        accounts = Table(title="demo sign-ins · 演示账号 (POST /v1/auth/token, or Authorize at /docs)")
+        for column in ("username", "role", "scope"):
+            accounts.add_column(column)
+        for row in open_demo_accounts(_ready_engine(), password):
+            accounts.add_row(*row)
+        console.print(accounts)
 
 
 @app.command()

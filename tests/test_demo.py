@@ -131,3 +131,17 @@ def test_unknown_scale_and_real_data_are_refused(engine) -> None:  # type: ignor
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM grid WHERE code = '349998001001001'"))
             conn.execute(text("DELETE FROM admin_area WHERE code = '349998'"))
+
+
+def test_one_demo_account_per_role_signs_in(demo_engine) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy.orm import Session
+
+    from gridmap import auth, vocab
+    from gridmap.demo.load import open_demo_accounts
+
+    accounts = open_demo_accounts(demo_engine, "demo password 1")
+    assert [role for _, role, _ in accounts] == list(vocab.STAFF_ROLES)
+    worker = next(username for username, role, _ in accounts if role == "grid_worker")
+    with Session(demo_engine) as s, s.begin():
+        me = auth.authenticate(s, username=worker, password="demo password 1")
+    assert me.role == "grid_worker" and me.scopes[0][0] == "grid"

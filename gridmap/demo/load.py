@@ -207,3 +207,24 @@ def load_demo(engine: Engine, *, seed: int, scale: str, until: dt.datetime | Non
             conn.execute(text("ANALYZE"))
         bar.update(task, completed=len(STEPS) + 16, description=f"demo {scale}: done")
     return DemoResult(scale, seed, counts, time.monotonic() - started)
+
+
+def open_demo_accounts(engine: Engine, password: str) -> list[tuple[str, str, str]]:
+    """Let the first demo account of each role sign in with `password` (demo data only):
+    (username, role, scope) of each, in role order."""
+    from gridmap import auth, vocab
+
+    if len(password) < auth.MIN_PASSWORD:
+        raise InvalidInput(f"the demo password needs at least {auth.MIN_PASSWORD} characters")
+    hashed = auth.hash_password(password)
+    rows = []
+    with engine.begin() as conn:
+        for role in vocab.STAFF_ROLES:
+            found = conn.execute(text(
+                "UPDATE staff SET password_hash = :h, token_version = token_version + 1, failed_sign_ins = 0, locked_until = NULL "
+                "WHERE id = (SELECT min(id) FROM staff WHERE role = :r AND is_synthetic AND active) "
+                "RETURNING username, (SELECT string_agg(level || ':' || code, ' ') FROM staff_scope WHERE staff_id = staff.id)"),
+                {"h": hashed, "r": role}).first()  # fmt: skip
+            if found is not None:
+                rows.append((str(found[0]), role, str(found[1] or "")))
+    return rows
