@@ -59,6 +59,7 @@ FUNCTIONS: dict[str, Function] = {
     "positions.send": Function("上报位置", "send GPS positions (one's own; admin for devices)", EVERYONE - {"auditor"}),
     "residents.read": Function("查看居民", "read residents' data", CLEAR_IN_SCOPE | MASKED_CITY_WIDE),
     "residents.write": Function("登记、修改居民", "change residents' data", CLEAR_IN_SCOPE),
+    "residents.review": Function("处理重复身份证号", "resolve duplicate ID numbers", AREA_ADMINS),
     "residents.export": Function("导出居民（脱敏）", "export residents", AREA_ADMINS | MASKED_CITY_WIDE),
     "buildings.read": Function("查看楼栋", "read buildings",
                                CLEAR_IN_SCOPE | MASKED_CITY_WIDE | {"dispatcher", "planner"}),

@@ -51,13 +51,28 @@ def list_residents(
     id_number: Annotated[str | None, Query(description="exact ID number (clear access only)")] = None,
     phone: Annotated[str | None, Query(description="exact phone (clear access only)")] = None,
     tag: Annotated[str | None, Query(description="residents with this tag, e.g. 独居老人")] = None,
+    review: Annotated[bool, Query(description="only those stored for review (duplicate ID numbers); area admins")] = False,
     limit: Annotated[int, Query(description=f"page size, at most {svc.MAX_PAGE}")] = 100,
     after: AfterQuery = None,
 ) -> dict[str, Any]:
     scope = _scope(request, session, principal, "read")
     return _guarded(request, principal, "read", [], lambda: svc.list_residents(
-        session, principal, scope, grid=grid, name=name, id_number=id_number, phone=phone, tag=tag, limit=limit,
-        after=after))  # fmt: skip
+        session, principal, scope, grid=grid, name=name, id_number=id_number, phone=phone, tag=tag, review=review,
+        limit=limit, after=after))  # fmt: skip
+
+
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep: str = Field(description="this: keep this registration and remove the earlier one · other: remove this one")
+
+
+@router.post("/residents/{resident_id}/review", summary="Resolve a duplicate ID number (area admins over both registrations)")
+def resolve_review(request: Request, session: SessionDep, principal: PrincipalDep, payload: ReviewIn,
+                   resident_id: Annotated[int, Path(ge=1, le=2**63 - 1)]) -> dict[str, Any]:  # fmt: skip
+    scope = _scope(request, session, principal, "review")
+    return _guarded(request, principal, "review", [resident_id],
+                    lambda: svc.resolve_review(session, principal, scope, resident_id, keep=payload.keep))  # fmt: skip
 
 
 @router.get("/residents/{resident_id}", summary="One resident, if in your grids")
@@ -94,6 +109,7 @@ class ResidentPatch(BaseModel):
 
     household_id: int | None = Field(None, ge=1, le=2**63 - 1)
     name: str | None = None
+    id_number: str | None = Field(None, description="a corrected GB 11643 number; gender and birth date follow it")
     phone: str | None = None
     relation: str | None = None
     tags: list[str] | None = None

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from gridmap import audit, masking
 from gridmap.access import Scope, page_filter, require
 from gridmap.auth import Principal
-from gridmap.errors import Conflict, InvalidInput, NotFound
+from gridmap.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 MAX_PAGE = 500
 COLUMNS = "r.id, r.household_id, r.building_id, r.grid_code, r.name, r.id_number, r.gender, r.birth_date, r.phone, r.relation, r.tags"
@@ -35,7 +35,7 @@ def _out(row: Any, clear: bool) -> dict[str, Any]:
 
 def list_residents(session: Session, principal: Principal, scope: Scope, *, grid: str | None = None,
                    name: str | None = None, id_number: str | None = None, phone: str | None = None,
-                   tag: str | None = None, limit: int = 100, after: int | None = None) -> dict[str, Any]:  # fmt: skip
+                   tag: str | None = None, review: bool = False, limit: int = 100, after: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Residents in scope by id, a page at a time (`after` = the last id of the previous page),
     optionally searched by name (part of it), ID number, phone or tag; `total` counts the matches.
 
@@ -44,8 +44,6 @@ def list_residents(session: Session, principal: Principal, scope: Scope, *, grid
     """
     from gridmap import idnumber, masking
     from gridmap import phone as phones
-    from gridmap.errors import Forbidden
-
     # the service's own check of the caller's grids; row-level security checks again
     where, params = page_filter("r", scope, grid=grid, limit=limit, after=None, max_page=MAX_PAGE)
     searched = [k for k, v in (("name", name), ("id_number", id_number), ("phone", phone)) if v]
@@ -65,6 +63,9 @@ def list_residents(session: Session, principal: Principal, scope: Scope, *, grid
     if tag:
         where.append("r.tags @> ARRAY[CAST(:tag AS text)]")
         params["tag"] = tag.strip()[:20]
+    if review:  # only reviewers learn that a number was registered twice
+        require(principal, "residents.review")
+        where.append("r.review IS NOT NULL")
     cond = " AND ".join(where)
     total = int(session.execute(text(f"SELECT count(*) FROM resident r WHERE {cond}"), params).scalar_one())
     if after is not None:
@@ -156,8 +157,6 @@ def create_resident(session: Session, principal: Principal, scope: Scope, *, hou
     An ID number already registered elsewhere is not refused (that would tell the caller it
     exists): the resident is stored for review and the answer is the same as for any other.
     """
-    from sqlalchemy.exc import IntegrityError
-
     from gridmap import phone as phones
 
     _writer(principal, scope)
@@ -171,22 +170,32 @@ def create_resident(session: Session, principal: Principal, scope: Scope, *, hou
         "relation, tags, review) VALUES (:household, :building, :grid, :name, :id_number, :gender, :birth_date, "
         f"CAST(:phone AS varchar), :relation, :tags, :review) RETURNING {COLUMNS.replace('r.', '')}"
     )  # fmt: skip
-    try:
-        with session.begin_nested():
-            row = session.execute(insert, {**values, "review": None}).one()
-    except IntegrityError as exc:
-        if "uq_resident_id_number" not in str(exc.orig):
-            raise
-        row = session.execute(insert, {**values, "review": "duplicate_id_number"}).one()
-        audit.record(session, principal, "duplicate_id_number", object_type="resident", object_ids=[row.id],
-                     grid_code=row.grid_code)  # fmt: skip
+    row = _write_person(session, principal, insert, values)
     audit.record(session, principal, "create", object_type="resident", object_ids=[row.id], grid_code=row.grid_code)
     return _out(row, True)
 
 
+def _write_person(session: Session, principal: Principal, statement: Any, values: dict[str, Any]) -> Any:
+    """Insert or update a resident (`statement` takes :review); an ID number registered already
+    is stored for review instead of refused, and the answer is the same either way."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        with session.begin_nested():
+            return session.execute(statement, {**values, "review": None}).one()
+    except IntegrityError as exc:
+        if "uq_resident_id_number" not in str(exc.orig):
+            raise
+    row = session.execute(statement, {**values, "review": "duplicate_id_number"}).one()
+    audit.record(session, principal, "duplicate_id_number", object_type="resident", object_ids=[row.id], grid_code=row.grid_code)
+    return row
+
+
 def update_resident(session: Session, principal: Principal, scope: Scope, resident_id: int,
                     changes: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """Change name, phone, relation, tags or household (a move: the grid follows the household)."""
+    """Change name, phone, relation, tags, the ID number (gender and birth date follow it; one
+    registered already is stored for review, as at registration) or the household (a move: the
+    grid follows the household)."""
     from gridmap import phone as phones
 
     _writer(principal, scope)
@@ -205,13 +214,55 @@ def update_resident(session: Session, principal: Principal, scope: Scope, reside
     if "household_id" in changes:
         household = _household(session, scope, int(changes["household_id"]))
         sets.update(household_id=household.id, building_id=household.building_id, grid_code=household.grid_code)
+    if "id_number" in changes:
+        number, sex, born = _person(changes["id_number"], None, None)
+        sets.update(id_number=number, **({"gender": sex, "birth_date": born} if number else {}))
     if sets:
         assignments = ", ".join(f"{k} = :{k}" for k in sets)  # keys from the fixed names above
-        row = session.execute(text(f"UPDATE resident r SET {assignments}, updated_at = now() WHERE r.id = :id RETURNING {COLUMNS}"),
-                              {**sets, "id": resident_id}).one()  # fmt: skip
+        if "id_number" in sets:
+            assignments += ", review = :review"
+        update = text(f"UPDATE resident r SET {assignments}, updated_at = now() WHERE r.id = :id RETURNING {COLUMNS}")
+        if "id_number" in sets:
+            row = _write_person(session, principal, update, {**sets, "id": resident_id})
+        else:
+            row = session.execute(update, {**sets, "id": resident_id}).one()
         audit.record(session, principal, "update", object_type="resident", object_ids=[resident_id], grid_code=row.grid_code,
                      detail={"fields": sorted(sets)})  # fmt: skip
     return _out(row, True)
+
+
+def resolve_review(session: Session, principal: Principal, scope: Scope, resident_id: int, *, keep: str) -> dict[str, Any]:
+    """Settle a resident stored for review because his ID number was registered already: keep
+    "this" registration (the earlier one is removed) or the "other" one (this one is removed).
+    Keeping this one needs the reviewer to reach both; the answer names what was kept and removed."""
+    from sqlalchemy.exc import IntegrityError
+
+    require(principal, "residents.review")
+    if keep not in ("this", "other"):
+        raise InvalidInput("Invalid value for parameter keep: this or other")
+    row = session.execute(text("SELECT id, grid_code, id_number, review FROM resident WHERE id = :id"), {"id": resident_id}).first()
+    if row is None or not scope.covers(row.grid_code):
+        raise NotFound(f"No resident {resident_id}")
+    if row.review is None:
+        raise Conflict(f"Resident {resident_id} is not under review")
+    # the other registration, if the caller can see it (row-level security hides other grids')
+    other = session.execute(text("SELECT id FROM resident WHERE id_number = :n AND review IS NULL AND id <> :id"),
+                            {"n": row.id_number, "id": resident_id}).scalar()  # fmt: skip
+    if keep == "other":  # this registration was the mistake
+        session.execute(text("DELETE FROM resident WHERE id = :id"), {"id": resident_id})
+        kept, removed = other, resident_id
+    else:
+        if other is not None:
+            session.execute(text("DELETE FROM resident WHERE id = :id"), {"id": other})
+        try:
+            with session.begin_nested():
+                session.execute(text("UPDATE resident SET review = NULL, updated_at = now() WHERE id = :id"), {"id": resident_id})
+        except IntegrityError:  # the number is still held by a registration out of the caller's sight
+            raise Forbidden("The registration it duplicates lies outside your grids: an admin over both resolves it") from None
+        kept, removed = resident_id, other
+    audit.record(session, principal, "review_resolved", object_type="resident", object_ids=[resident_id],
+                 grid_code=row.grid_code, detail={"kept": kept, "removed": removed})  # fmt: skip
+    return {"kept": kept, "removed": removed}
 
 
 def delete_resident(session: Session, principal: Principal, scope: Scope, resident_id: int) -> None:

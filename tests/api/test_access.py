@@ -131,6 +131,7 @@ def _calls(world: World) -> dict[str, Callable[[dict[str, str], int], httpx.Resp
             {"lon": lon, "lat": lat, "at": now}]}, headers=h),
         "residents.read": lambda h, me: c.get("/v1/residents", headers=h),
         "residents.write": lambda h, me: c.post("/v1/residents", json={"household_id": world.household, "name": "王新"}, headers=h),
+        "residents.review": lambda h, me: c.post("/v1/residents/999999/review", json={"keep": "this"}, headers=h),
         "residents.export": lambda h, me: c.get("/v1/exports/residents.csv", headers=h),
         "buildings.read": lambda h, me: c.get("/v1/buildings", headers=h),
         "buildings.write": lambda h, me: c.patch("/v1/buildings/999999", json={"floors": 3}, headers=h),

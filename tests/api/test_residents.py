@@ -447,3 +447,37 @@ def test_an_empty_household_of_yours_can_be_removed(world: World) -> None:
     assert world.client.delete(f"/v1/households/{empty}", headers=as_user(world, "center")).status_code == 403
     assert world.client.delete(f"/v1/households/{empty}", headers=worker).status_code == 204
     assert world.client.delete(f"/v1/households/{empty}", headers=worker).status_code == 404
+
+
+def test_an_id_number_is_corrected_and_duplicates_are_resolved_by_an_admin_over_both(world: World) -> None:
+    worker, admin = as_user(world, "worker.a1"), as_user(world, "admin.a")
+    person = world.client.post("/v1/residents", json=new_person(world, GRID_A1, name="钱改"), headers=worker).json()
+    corrected = _id_number("34010419920229002")  # a leap day, an even 17th digit: a woman
+    r = world.client.patch(f"/v1/residents/{person['id']}", json={"id_number": corrected}, headers=worker)
+    assert r.status_code == 200 and (r.json()["id_number"], r.json()["gender"], r.json()["birth_date"]) == (corrected, "F", "1992-02-29")
+    bad = world.client.patch(f"/v1/residents/{person['id']}", json={"id_number": "340104199202300021"}, headers=worker)
+    assert bad.status_code == 422 and "340104199202300021" not in bad.text
+    # a number registered in A2 (the worker's neighbour grid): answered like any change, kept for review
+    with world.engine.connect() as c:
+        neighbour_id = world.ids[GRID_A2][0]
+        neighbours = c.execute(text("SELECT id_number FROM resident WHERE id = :id"), {"id": neighbour_id}).scalar_one()
+    same = world.client.patch(f"/v1/residents/{person['id']}", json={"id_number": neighbours}, headers=worker)
+    assert same.status_code == 200 and "review" not in same.json()
+    # the worker cannot list reviews; the community admin (over A1 and A2) sees and settles it
+    assert world.client.get("/v1/residents", params={"review": True}, headers=worker).status_code == 403
+    pending = world.client.get("/v1/residents", params={"review": True}, headers=admin).json()["items"]
+    assert person["id"] in {p["id"] for p in pending}
+    assert world.client.post(f"/v1/residents/{person['id']}/review", json={"keep": "maybe"}, headers=admin).status_code == 422
+    settled = world.client.post(f"/v1/residents/{person['id']}/review", json={"keep": "this"}, headers=admin)
+    assert settled.status_code == 200 and settled.json() == {"kept": person["id"], "removed": neighbour_id}
+    assert world.client.get(f"/v1/residents/{neighbour_id}", headers=admin).status_code == 404
+    again = world.client.post(f"/v1/residents/{person['id']}/review", json={"keep": "this"}, headers=admin)
+    assert again.status_code == 409 and again.json()["detail"] == f"Resident {person['id']} is not under review"
+    world.ids[GRID_A2].remove(neighbour_id)
+    # a duplicate of a grid in another community is beyond this admin
+    with world.engine.connect() as c:
+        across = c.execute(text("SELECT id FROM resident WHERE review IS NOT NULL AND grid_code = :g ORDER BY id LIMIT 1"),
+                           {"g": GRID_A1}).scalar_one()  # fmt: skip
+    r = world.client.post(f"/v1/residents/{across}/review", json={"keep": "this"}, headers=admin)
+    assert r.status_code == 403 and r.json()["detail"] == "The registration it duplicates lies outside your grids: an admin over both resolves it"
+    assert any(row.object_id == str(person["id"]) for row in audit_rows(world, "review_resolved"))
