@@ -11,7 +11,7 @@ masked by a client.
   be linked without revealing who it is; the key lives outside the database
   (``GRIDMAP_PSEUDONYM_KEY``) so that a copy of the database alone cannot reverse it.
 * Counts per area below the minimum cell size (k = 5) are suppressed where they could single
-  someone out.
+  someone out, with complementary suppression where a published total would give them back.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
+from typing import Any
 
 MIN_CELL = 5  # counts below this are shown as "<5"
 # the compound surnames (复姓) common enough to matter; the rest are single characters
@@ -73,3 +74,41 @@ def pseudonym(value: str, key: bytes, *, purpose: str = "resident") -> str:
 def suppress_small(counts: Mapping[str, int], k: int = MIN_CELL) -> dict[str, int | str]:
     """Counts per area with every count from 1 to k-1 replaced by "<k" (0 stays 0: nobody to find)."""
     return {area: (f"<{k}" if 0 < n < k else n) for area, n in counts.items()}
+
+
+COMPLEMENT = "x"  # a count withheld only so that a suppressed neighbour cannot be worked out
+
+
+def suppress_groups(groups: Mapping[str, Mapping[str, int]], k: int = MIN_CELL) -> dict[str, dict[str, Any]]:
+    """Counts per area, grouped under their parent area, for publication with the parents' totals.
+
+    Primary suppression: 1 … k-1 → "<k". The published total minus the shown cells gives the sum
+    of the withheld ones, so more cells are withheld (`COMPLEMENT`) until that sum is at least
+    2k-1 (then no withheld cell can be pinned below k): each time the smallest cell of at least
+    2k-1, else the smallest non-zero one. Group totals are treated the same way one level up (a grand
+    total is published too). Returns {parent: {"total": …, "cells": {area: …}}}.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for parent, cells in groups.items():
+        shown: dict[str, Any] = suppress_small(cells, k)
+        _complement(cells, shown, k)
+        out[parent] = {"total": sum(cells.values()), "cells": shown}
+    totals = {parent: int(g["total"]) for parent, g in out.items()}
+    shown_totals: dict[str, Any] = suppress_small(totals, k)
+    _complement(totals, shown_totals, k)
+    for parent in out:
+        out[parent]["total"] = shown_totals[parent]
+    return out
+
+
+def _complement(counts: Mapping[str, int], shown: dict[str, Any], k: int) -> None:
+    """Withhold more cells until the withheld ones sum to at least 2k-1 (or none are left)."""
+    hidden = [a for a, v in shown.items() if isinstance(v, str)]
+    while hidden and sum(counts[a] for a in hidden) < 2 * k - 1:
+        others = sorted((n, a) for a, n in counts.items() if not isinstance(shown[a], str) and n > 0)
+        if not others:
+            return
+        safe = [(n, a) for n, a in others if n >= 2 * k - 1]
+        pick = (safe or others)[0][1]
+        shown[pick] = COMPLEMENT
+        hidden.append(pick)

@@ -108,3 +108,38 @@ def test_pseudonyms_are_stable_keyed_and_separated_by_purpose() -> None:
 
 def test_small_counts_are_suppressed() -> None:
     assert masking.suppress_small({"a": 0, "b": 1, "c": 4, "d": 5, "e": 120}) == {"a": 0, "b": "<5", "c": "<5", "d": 5, "e": 120}
+
+
+def test_a_lone_small_cell_gets_a_complement_and_totals_are_protected_too() -> None:
+    shown = masking.suppress_groups({"c1": {"g1": 2, "g2": 30, "g3": 12, "g4": 0}, "c2": {"g5": 3, "g6": 1}})
+    assert shown["c1"]["cells"] == {"g1": "<5", "g2": 30, "g3": "x", "g4": 0}  # 12: the smallest of at least 9
+    assert shown["c2"]["cells"] == {"g5": "<5", "g6": "<5"} and shown["c2"]["total"] == "<5"
+    # c2's total is small: the parent's total (one level up: by=community) minus c1's would give
+    # it back, so c1's total is withheld as its complement
+    assert shown["c1"]["total"] == "x"
+    bigger = masking.suppress_groups({"c1": {"g1": 2, "g2": 30, "g3": 12}, "c3": {"g7": 50}})
+    assert bigger["c1"]["total"] == 44 and bigger["c3"]["total"] == 50
+
+
+@given(st.dictionaries(st.sampled_from(list("abcdefgh")),
+                       st.dictionaries(st.sampled_from([f"g{i}" for i in range(8)]), st.integers(0, 40), min_size=1, max_size=8),
+                       min_size=1, max_size=6))  # fmt: skip
+def test_no_withheld_count_can_be_worked_out(groups: dict[str, dict[str, int]]) -> None:
+    """From the shown cells, the group total and the markers alone, the sum of a group's withheld
+    cells is known; it is 0 or at least 2k-1 whenever any cell is withheld, unless the group has
+    nothing else to withhold — and then its total is small and itself withheld one level up."""
+    k = masking.MIN_CELL
+    shown = masking.suppress_groups(groups)
+    for parent, cells in groups.items():
+        out = shown[parent]["cells"]
+        assert set(out) == set(cells)
+        assert all(out[a] == cells[a] for a in cells if not isinstance(out[a], str))  # nothing shown is altered
+        assert all(out[a] == f"<{k}" for a in cells if 0 < cells[a] < k)  # every small cell is withheld
+        withheld = sum(cells[a] for a in cells if isinstance(out[a], str))
+        if withheld and withheld < 2 * k - 1:
+            assert all(isinstance(out[a], str) or cells[a] == 0 for a in cells)  # all non-zero cells withheld
+            assert sum(cells.values()) < 2 * k - 1
+    totals = {p: sum(c.values()) for p, c in groups.items()}
+    withheld_totals = [t for p, t in totals.items() if isinstance(shown[p]["total"], str)]
+    if withheld_totals and sum(withheld_totals) < 2 * k - 1:
+        assert all(isinstance(shown[p]["total"], str) or totals[p] == 0 for p in totals)

@@ -61,6 +61,18 @@ def list_residents(
         limit=limit, after=after))  # fmt: skip
 
 
+@router.get("/residents/counts", summary="Residents per grid, community or street in reach (small counts suppressed for masked roles)")
+def count_residents(
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    by: Annotated[str, Query(description="grid, community or street")] = "grid",
+    tag: Annotated[str | None, Query(description="only residents with this tag, e.g. 独居老人")] = None,
+) -> dict[str, Any]:
+    scope = _scope(request, session, principal, "count")
+    return svc.count_residents(session, principal, scope, by=by, tag=tag)
+
+
 class ReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -231,6 +231,36 @@ def update_resident(session: Session, principal: Principal, scope: Scope, reside
     return _out(row, True)
 
 
+COUNT_LEVELS = {"grid": (15, 12), "community": (12, 9), "street": (9, 6)}  # code length of the area, of its parent
+
+
+def count_residents(session: Session, principal: Principal, scope: Scope, *, by: str = "grid",
+                    tag: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Residents (optionally with a tag, e.g. 独居老人) per grid, community or street in reach,
+    grouped under the parent area with its total. Masked roles get small counts suppressed,
+    with complementary suppression so that no total gives them back (gridmap.masking)."""
+    if by not in COUNT_LEVELS:
+        raise InvalidInput(f"Invalid value for parameter by: one of {', '.join(COUNT_LEVELS)}")
+    size, parent = COUNT_LEVELS[by]
+    where, params = page_filter("r", scope, grid=None, limit=1, after=None, max_page=1)
+    if tag:
+        if len(tag) > MAX_TAG or "\x00" in tag:
+            raise InvalidInput(f"Invalid value for parameter tag: 1 to {MAX_TAG} characters")
+        where.append("r.tags @> ARRAY[CAST(:tag AS text)]")
+        params["tag"] = tag.strip()
+    rows = session.execute(text(f"SELECT left(r.grid_code, {size}) AS area, count(*) AS n FROM resident r "
+                                f"WHERE {' AND '.join(where)} GROUP BY 1 ORDER BY 1"), params).all()  # fmt: skip
+    groups: dict[str, dict[str, int]] = {}
+    for area, n in rows:
+        groups.setdefault(area[:parent], {})[area] = int(n)
+    if scope.clear:
+        shown = {p: {"total": sum(cells.values()), "cells": cells} for p, cells in groups.items()}
+    else:
+        shown = masking.suppress_groups(groups)
+    return {"by": by, "tag": tag, "suppressed": not scope.clear, "min_cell": masking.MIN_CELL,
+            "groups": [{"parent": p, **g} for p, g in shown.items()]}  # fmt: skip
+
+
 def resolve_review(session: Session, principal: Principal, scope: Scope, resident_id: int, *, keep: str) -> dict[str, Any]:
     """Settle a resident stored for review because his ID number was registered already: keep
     "this" registration (the earlier one is removed) or the "other" one (this one is removed).

@@ -481,3 +481,20 @@ def test_an_id_number_is_corrected_and_duplicates_are_resolved_by_an_admin_over_
     r = world.client.post(f"/v1/residents/{across}/review", json={"keep": "this"}, headers=admin)
     assert r.status_code == 403 and r.json()["detail"] == "The registration it duplicates lies outside your grids: an admin over both resolves it"
     assert any(row.object_id == str(person["id"]) for row in audit_rows(world, "review_resolved"))
+
+
+def test_counts_per_area_are_clear_in_scope_and_suppressed_for_masked_roles(world: World) -> None:
+    with world.engine.connect() as c:
+        truth = dict(c.execute(text("SELECT grid_code, count(*) FROM resident GROUP BY 1")).all())
+    leader = world.client.get("/v1/residents/counts", params={"by": "grid"}, headers=as_user(world, "leader.a")).json()
+    assert leader["suppressed"] is False
+    assert {a: n for g in leader["groups"] for a, n in g["cells"].items()} == {g: truth[g] for g in (GRID_A1, GRID_A2) if g in truth}
+    center = world.client.get("/v1/residents/counts", params={"by": "grid"}, headers=as_user(world, "center")).json()
+    assert center["suppressed"] is True and center["min_cell"] == 5
+    cells = {a: n for g in center["groups"] for a, n in g["cells"].items()}
+    assert set(cells) == set(truth)
+    for area, n in cells.items():
+        assert n == truth[area] or n in ("<5", "x"), (area, n)
+        assert not (0 < truth[area] < 5) or n == "<5"
+    assert world.client.get("/v1/residents/counts", params={"by": "planet"}, headers=as_user(world, "center")).status_code == 422
+    assert world.client.get("/v1/residents/counts", headers=as_user(world, "disp")).status_code == 403
