@@ -357,3 +357,33 @@ def resolve(engine: Engine, *, token: str | None = None, api_key: str | None = N
 
 AUTH_REQUIRED = ("Authentication required: send Authorization: Bearer <token> from POST /v1/auth/token, "
                  "or an X-API-Key")  # fmt: skip
+
+
+class SignInThrottle:
+    """Failed sign-ins per client address within a sliding window, per process: more than
+    `limit` in `window` seconds → refused (429) until the oldest ages out. This slows guessing
+    across many accounts from one address; the per-account lockout (migration 0010) slows
+    guessing one account from many addresses. Successes are not counted."""
+
+    def __init__(self, limit: int = 30, window: float = 300.0, max_addresses: int = 100_000) -> None:
+        self.limit, self.window, self.max_addresses = limit, window, max_addresses
+        self._failures: dict[str, list[float]] = {}
+
+    def check(self, address: str) -> None:
+        from gridmap.errors import TooManyRequests
+
+        recent = self._recent(address)
+        if len(recent) >= self.limit:
+            wait = max(1, int(recent[0] + self.window - time.monotonic()) + 1)
+            raise TooManyRequests(f"Too many failed sign-ins from this address: try again in {wait} s", retry_after=wait)
+
+    def failed(self, address: str) -> None:
+        if len(self._failures) >= self.max_addresses:
+            self._failures.clear()  # under a flood from many addresses, start over rather than grow
+        self._recent(address).append(time.monotonic())
+
+    def _recent(self, address: str) -> list[float]:
+        horizon = time.monotonic() - self.window
+        kept = [t for t in self._failures.get(address, []) if t > horizon]
+        self._failures[address] = kept
+        return kept

@@ -78,3 +78,14 @@ class Forbidden(GridmapError):
 
     status = 403
     title = "Forbidden"
+
+
+class TooManyRequests(GridmapError):
+    """The caller has to wait (sign-in attempts from one address); `retry_after` in seconds."""
+
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after)}

@@ -197,3 +197,28 @@ def test_scopes_must_fit_the_role(env: tuple[Engine, TestClient, str]) -> None:
     assert cli(url, "user", "set-role", "zheng.hao", "community_admin", "--scope", f"community:{GRID[:12]}").returncode == 0
     assert me(client, **bearer(sign_in(client, "zheng.hao")["access_token"]))["scopes"] == [
         {"level": "community", "code": GRID[:12]}]
+
+
+def test_many_failed_sign_ins_from_one_address_are_slowed(env: tuple[Engine, TestClient, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    engine, client, _ = env
+    with Session(engine) as s, s.begin():
+        auth.add_user(s, username="throttled", name="限流", role="dispatcher", password=PASSWORD, scopes=[("city", "")])
+    monkeypatch.setattr(auth_router, "THROTTLE", auth.SignInThrottle(limit=3, window=60))
+    for guess in ("a" * 10, "b" * 10, "c" * 10):  # three accounts' worth of guesses, any usernames
+        assert sign_in(client, f"nobody-{guess[0]}", guess).get("status") == 401
+    r = client.post("/v1/auth/token", data={"username": "throttled", "password": PASSWORD})
+    assert r.status_code == 429 and r.headers["content-type"] == "application/problem+json"
+    assert 1 <= int(r.headers["retry-after"]) <= 61 and r.json()["detail"].startswith("Too many failed sign-ins from this address")
+
+
+def test_the_throttle_forgets_after_its_window() -> None:
+    import time
+
+    throttle = auth.SignInThrottle(limit=2, window=0.2)
+    throttle.failed("10.0.0.1")
+    throttle.failed("10.0.0.1")
+    with pytest.raises(Exception, match="Too many failed sign-ins"):
+        throttle.check("10.0.0.1")
+    throttle.check("10.0.0.2")  # another address is not affected
+    time.sleep(0.25)
+    throttle.check("10.0.0.1")
