@@ -23,7 +23,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 T = TypeVar("T")
 # the query parameters every keyset-paged list in the caller's grids takes
 GridQuery = Annotated[str | None, Query(description="only this 15-digit grid code")]
-AfterQuery = Annotated[int | None, Query(ge=1, le=2**63 - 1, description="the next_after of the previous page")]
+AfterQuery = Annotated[str | None, Query(max_length=40, description="the next_after cursor of the previous page")]
 
 async def authenticate(request: Request) -> auth.Principal:
     """The caller from `Authorization: Bearer …` or `X-API-Key: …`; 401 without valid ones.

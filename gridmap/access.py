@@ -105,40 +105,58 @@ def check_action(principal: Principal, action: str, assignee_id: int | None) -> 
         raise Forbidden(f"Only the assignee may {action} this case (只有承办人可以处置)")
 
 
+CODE_DIGITS = 15  # grid codes: district 6 + street 3 + community 3 + grid 3; all codes of an area share its prefix
+
+
 @dataclass(frozen=True)
 class Scope:
-    """What a request may reach: all grids, or these grid codes; clear or masked values."""
+    """What a request may reach: all grids, or these grid codes; clear or masked values.
+
+    `area` is set when the grids are exactly one area's (a grid, community, street or district
+    code): then they are the contiguous code range [area000…, area999…], which both the
+    service's filter and row-level security test as an index range instead of a list."""
 
     clear: bool
     all_grids: bool
     grids: tuple[str, ...]
+    area: str | None = None
 
     def covers(self, grid_code: str | None) -> bool:
-        return grid_code is not None and (self.all_grids or grid_code in self.grids)
+        if grid_code is None:
+            return False
+        if self.all_grids:
+            return True
+        return grid_code.startswith(self.area) if self.area else grid_code in self.grids
 
-
-def grids_of(session: Session, principal: Principal) -> tuple[bool, tuple[str, ...]]:
-    """(city-wide, grid codes in force) under the principal's scopes."""
-    if any(level == "city" for level, _ in principal.scopes):
-        return True, ()
-    prefixes = [code for level, code in principal.scopes if level != "city" and code]
-    if not prefixes:
-        return False, ()
-    codes = session.execute(
-        text("SELECT DISTINCT code FROM grid WHERE valid_to IS NULL AND code LIKE ANY (:p) ORDER BY code"),
-        {"p": [p + "%" for p in prefixes]},
-    ).scalars()  # fmt: skip
-    return False, tuple(codes)
+    def code_range(self) -> tuple[str, str]:
+        """The lowest and highest grid code in reach (an empty range when nothing is)."""
+        if self.all_grids:
+            return "0" * CODE_DIGITS, "9" * CODE_DIGITS
+        if self.area:
+            return self.area.ljust(CODE_DIGITS, "0"), self.area.ljust(CODE_DIGITS, "9")
+        if self.grids:
+            return min(self.grids), max(self.grids)
+        return "1", "0"
 
 
 def reach(session: Session, principal: Principal, function: str) -> Scope:
     """What the caller reaches with `function`: grid staff and area admins their grids (clear),
     the function's other roles every grid (masked where it matters); 403 for the rest."""
     require(principal, function)
-    if principal.role in CLEAR_IN_SCOPE:
-        everywhere, grids = grids_of(session, principal)
-        return Scope(clear=True, all_grids=everywhere, grids=grids)
-    return Scope(clear=False, all_grids=True, grids=())
+    if principal.role not in CLEAR_IN_SCOPE:
+        return Scope(clear=False, all_grids=True, grids=())
+    if any(level == "city" for level, _ in principal.scopes):
+        return Scope(clear=True, all_grids=True, grids=())
+    prefixes = sorted({code for level, code in principal.scopes if level != "city" and code})
+    if not prefixes:
+        return Scope(clear=True, all_grids=False, grids=())
+    if len(prefixes) == 1:  # one area: a code range, no list needed
+        return Scope(clear=True, all_grids=False, grids=(), area=prefixes[0])
+    codes = session.execute(
+        text("SELECT DISTINCT code FROM grid WHERE valid_to IS NULL AND code LIKE ANY (:p) ORDER BY code"),
+        {"p": [p + "%" for p in prefixes]},
+    ).scalars()  # fmt: skip
+    return Scope(clear=True, all_grids=False, grids=tuple(codes))
 
 
 def resident_scope(session: Session, principal: Principal) -> Scope:
@@ -146,32 +164,62 @@ def resident_scope(session: Session, principal: Principal) -> Scope:
     return reach(session, principal, "residents.read")
 
 
-def page_filter(alias: str, scope: Scope, *, grid: str | None, limit: int, after: int | None,
+def scope_filter(alias: str, scope: Scope) -> tuple[str, dict[str, object]]:
+    """The WHERE term (and its parameters) keeping `alias`'s rows within the caller's grids: a
+    code range for one area, the grid list otherwise, nothing city-wide."""
+    if scope.all_grids:
+        return "true", {}
+    if scope.area:
+        lo, hi = scope.code_range()
+        return f"{alias}.grid_code BETWEEN :scope_lo AND :scope_hi", {"scope_lo": lo, "scope_hi": hi}
+    return f"{alias}.grid_code = ANY(:scope_grids)", {"scope_grids": list(scope.grids)}
+
+
+def page_filter(alias: str, scope: Scope, *, grid: str | None, limit: int, after: str | None,
                 max_page: int) -> tuple[list[str], dict[str, object]]:  # fmt: skip
-    """WHERE terms and parameters of a keyset page over `alias` (a table with id and grid_code):
-    the caller's grids (the service's own check), an optional grid, rows after `after`."""
+    """WHERE terms and parameters of a keyset page over `alias` (a table with id and grid_code,
+    indexed on (grid_code, id)): the caller's grids (the service's own check), an optional grid,
+    rows after the cursor `after`. Order the page by `page_order`; the next cursor is `cursor`."""
     if not 1 <= limit <= max_page:
         raise InvalidInput(f"Invalid value for parameter limit: 1 to {max_page}")
-    where: list[str] = ["true"]
-    params: dict[str, object] = {}
-    if not scope.all_grids:
-        where.append(f"{alias}.grid_code = ANY(:grids)")
-        params["grids"] = list(scope.grids)
+    term, params = scope_filter(alias, scope)
+    where: list[str] = [term]
     if grid is not None:
-        if not (len(grid) == 15 and grid.isascii() and grid.isdigit()):
+        if not (len(grid) == CODE_DIGITS and grid.isascii() and grid.isdigit()):
             raise InvalidInput("Invalid value for parameter grid: a grid code has 15 digits")
         where.append(f"{alias}.grid_code = :grid")
         params["grid"] = grid
     if after is not None:
-        where.append(f"{alias}.id > :after")
-        params["after"] = after
+        code, _, last = after.partition("-")
+        if not (code.isascii() and code.isdigit() and len(code) == CODE_DIGITS and last.isascii() and last.isdigit()
+                and len(last) <= 19):  # fmt: skip
+            raise InvalidInput("Invalid value for parameter after: not a cursor from this API; start again without it")
+        where.append(f"({alias}.grid_code, {alias}.id) > (:after_grid, :after_id)")
+        params["after_grid"], params["after_id"] = code, int(last)
     return where, params
 
 
+def page_order(alias: str) -> str:
+    """Pages go by grid, then id: an index range scan of (grid_code, id) whatever the scope's
+    size (by id alone, the scan would walk every row of the city to find one grid's)."""
+    return f"{alias}.grid_code, {alias}.id"
+
+
+def cursor(row: object) -> str:
+    """The cursor after `row` (with grid_code and id) for the next page."""
+    return f"{row.grid_code}-{row.id}"  # type: ignore[attr-defined]
+
+
 def open_scope(session: Session, scope: Scope) -> None:
-    """Become gridmap_api for the rest of this transaction and state the caller's grids."""
-    session.execute(text("SET LOCAL ROLE gridmap_api"))
+    """Become gridmap_api for the rest of this transaction and state the caller's reach (one
+    statement): the code range, whether every code in it is the caller's (one area, or the city),
+    and otherwise the grid codes themselves (migration 0012)."""
+    lo, hi = scope.code_range()
+    ranged = scope.all_grids or scope.area is not None
     session.execute(
-        text("SELECT set_config('gridmap.grids', :g, true), set_config('gridmap.all', :a, true)"),
-        {"g": ",".join(scope.grids), "a": "on" if scope.all_grids else ""},
+        text("SELECT set_config('role', 'gridmap_api', true), set_config('gridmap.lo', :lo, true), "
+             "set_config('gridmap.hi', :hi, true), set_config('gridmap.ranged', :r, true), "
+             "set_config('gridmap.grids', :g, true), set_config('gridmap.all', :a, true)"),
+        {"lo": lo, "hi": hi, "r": "on" if ranged else "", "g": "" if ranged else ",".join(scope.grids),
+         "a": "on" if scope.all_grids else ""},
     )  # fmt: skip

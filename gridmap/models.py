@@ -184,10 +184,11 @@ class Building(Base):
     use: Mapped[str] = mapped_column(String(16), server_default="residential")
     floors: Mapped[int | None] = mapped_column(SmallInteger)
     households: Mapped[int] = mapped_column(Integer, server_default="0")
-    grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
+    grid_code: Mapped[str | None] = mapped_column(String(15))
     geom: Mapped[Any] = geom_col("MULTIPOLYGON")
     created_at: Mapped[dt.datetime] = now_col()
     __table_args__ = (
+        Index("ix_building_grid_code_id", "grid_code", "id"),  # pages by grid, then id (0012)
         CheckConstraint(_in("use", vocab.BUILDING_USES), name="building_use"),
         CheckConstraint("floors IS NULL OR floors BETWEEN 1 AND 200", name="building_floors"),
         CheckConstraint("households >= 0", name="building_households"),
@@ -199,10 +200,11 @@ class Household(Base):
     __tablename__ = "household"
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     building_id: Mapped[int | None] = mapped_column(ForeignKey("building.id", ondelete="SET NULL"), index=True)
-    grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
+    grid_code: Mapped[str | None] = mapped_column(String(15))
     unit_no: Mapped[str | None] = mapped_column(Text)
     size: Mapped[int] = mapped_column(SmallInteger, server_default="1")
     created_at: Mapped[dt.datetime] = now_col()
+    __table_args__ = (Index("ix_household_grid_code_id", "grid_code", "id"),)
 
 
 class Resident(Base):
@@ -212,7 +214,7 @@ class Resident(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     household_id: Mapped[int | None] = mapped_column(ForeignKey("household.id", ondelete="SET NULL"), index=True)
     building_id: Mapped[int | None] = mapped_column(ForeignKey("building.id", ondelete="SET NULL"), index=True)
-    grid_code: Mapped[str | None] = mapped_column(String(15), index=True)
+    grid_code: Mapped[str | None] = mapped_column(String(15))
     name: Mapped[str] = mapped_column(Text)
     id_number: Mapped[str | None] = mapped_column(String(18))  # unique among reviewed residents (0009)
     gender: Mapped[str | None] = mapped_column(String(1))
@@ -228,6 +230,7 @@ class Resident(Base):
         CheckConstraint("gender IN ('M', 'F')", name="resident_gender"),
         CheckConstraint("id_number ~ '^[0-9]{17}[0-9X]$'", name="resident_id_number_form"),
         CheckConstraint("review IS NULL OR review IN ('duplicate_id_number')", name="resident_review"),
+        Index("ix_resident_grid_code_id", "grid_code", "id"),  # pages by grid, then id; the RLS range (0012)
         Index("ix_resident_tags", "tags", postgresql_using="gin"),
         Index("uq_resident_id_number", "id_number", unique=True, postgresql_where=text("review IS NULL")),
     )

@@ -15,9 +15,9 @@ GRID_A, GRID_B = "349903001001001", "349903001001002"
 
 def as_api(session: Session, *, grids: tuple[str, ...] = (), all_grids: bool = False) -> None:
     """What every API transaction does first: become gridmap_api and state whom it serves."""
-    session.execute(text("SET LOCAL ROLE gridmap_api"))
-    session.execute(text("SELECT set_config('gridmap.grids', :g, true), set_config('gridmap.all', :a, true)"),
-                    {"g": ",".join(grids), "a": "on" if all_grids else ""})  # fmt: skip
+    from gridmap.access import Scope, open_scope
+
+    open_scope(session, Scope(clear=True, all_grids=all_grids, grids=grids))
 
 
 @pytest.fixture
@@ -64,6 +64,18 @@ def test_a_grid_sees_and_changes_only_its_own(db: Session, people: dict[str, lis
                       {"id": people[GRID_A][0]}).rowcount == 1  # fmt: skip
 
 
+def test_an_area_is_one_code_range(db: Session, people: dict[str, list[int]]) -> None:
+    """What the API states for one area (gridmap.access.open_scope): its code range, no list."""
+    from gridmap.access import Scope, open_scope
+
+    for area, seen in ((GRID_A[:12], 5), (GRID_A, 3), (GRID_B, 2), ("349904", 0), (GRID_A[:9], 5)):
+        open_scope(db, Scope(clear=True, all_grids=False, grids=(), area=area))
+        assert count(db) == seen, area
+        assert db.execute(text("SELECT current_setting('gridmap.grids')")).scalar_one() == ""  # the range alone
+    open_scope(db, Scope(clear=True, all_grids=False, grids=(GRID_B,)))  # scattered grids: the list
+    assert count(db) == 2
+
+
 def test_city_wide_roles_see_every_grid(db: Session, people: dict[str, list[int]]) -> None:
     as_api(db, all_grids=True)
     assert count(db) == 5
@@ -73,7 +85,9 @@ def test_the_policy_uses_the_grid_index(db: Session, people: dict[str, list[int]
     as_api(db, grids=(GRID_A,))
     db.execute(text("SET LOCAL enable_seqscan = off"))
     plan = "\n".join(db.execute(text("EXPLAIN SELECT * FROM resident")).scalars())
-    assert "Index Scan using ix_resident_grid_code" in plan and "gridmap_context_lo()" in plan, plan
+    index_cond = next(line for line in plan.splitlines() if "Index Cond" in line)
+    assert "Index Scan using ix_resident_grid_code_id" in plan and "gridmap.lo" in index_cond and "gridmap.hi" in index_cond, plan
+    assert plan.count("InitPlan") == 2, plan  # the flag and the list: evaluated once per statement, not per row
 
 
 def test_the_api_role_cannot_rewrite_history(db: Session) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gridmap import audit, vocab
-from gridmap.access import Scope, page_filter, reach, require
+from gridmap.access import Scope, cursor, page_filter, page_order, reach, require
 from gridmap.auth import Principal
 from gridmap.errors import Conflict, Forbidden, InvalidInput, NotFound
 
@@ -28,8 +28,9 @@ def building_scope(session: Session, principal: Principal) -> Scope:
 
 
 def list_buildings(session: Session, scope: Scope, *, grid: str | None = None, q: str | None = None, limit: int = 100,
-                   after: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """Buildings in reach by id, a page at a time; `q` searches part of the name or address."""
+                   after: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Buildings in reach by grid and id, a page at a time; `q` searches part of the name or
+    address. Buildings outside every grid (reported by the import) are not in these pages."""
     where, params = page_filter("b", scope, grid=grid, limit=limit, after=after, max_page=MAX_PAGE)
     if q is not None and q.strip():
         if len(q) > 64 or "\x00" in q:
@@ -37,11 +38,11 @@ def list_buildings(session: Session, scope: Scope, *, grid: str | None = None, q
         where.append("(strpos(b.name, :q) > 0 OR strpos(b.address, :q) > 0)")
         params["q"] = q.strip()
     params["limit"] = limit + 1
-    rows = session.execute(text(f"SELECT b.id, {FEATURE} AS f FROM building b WHERE {' AND '.join(where)} "
-                                "ORDER BY b.id LIMIT :limit"), params).all()  # fmt: skip
+    rows = session.execute(text(f"SELECT b.id, b.grid_code, {FEATURE} AS f FROM building b WHERE {' AND '.join(where)} "
+                                f"AND b.grid_code IS NOT NULL ORDER BY {page_order('b')} LIMIT :limit"), params).all()  # fmt: skip
     page = rows[:limit]
     return {"type": "FeatureCollection", "features": [dict(r.f) for r in page],
-            "next_after": page[-1].id if len(rows) > limit else None}  # fmt: skip
+            "next_after": cursor(page[-1]) if len(rows) > limit else None}  # fmt: skip
 
 
 def get_building(session: Session, scope: Scope, building_id: int) -> dict[str, Any]:

@@ -325,9 +325,10 @@ def list_incidents(
     out_crs = crs_mod.canonical_crs(_token("crs", crs, limit=32) if crs else None)
     where: list[str] = []
     params: dict[str, Any] = {"now": now, "limit": limit + 1}
-    if scope is not None and not scope.all_grids:
-        where.append("i.grid_code = ANY(:scope_grids)")
-        params["scope_grids"] = list(scope.grids)
+    if scope is not None:
+        term, scope_params = access.scope_filter("i", scope)
+        where.append(term)
+        params |= scope_params
     if bbox is not None:
         where.append("i.geom && ST_MakeEnvelope(:minx, :miny, :maxx, :maxy, 4326)")
         params |= dict(zip(("minx", "miny", "maxx", "maxy"), bbox, strict=True))

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from gridmap.access import Scope
+from gridmap.access import Scope, scope_filter
 from gridmap.errors import InvalidInput
 
 DEFAULT_PERIOD = dt.timedelta(days=30)
@@ -120,9 +120,10 @@ def kpis(
             raise InvalidInput("Invalid value for parameter area: a 6-, 9-, 12- or 15-digit district, street, community or grid code")
         area_sql = "AND i.grid_code LIKE :area"
         params["area"] = area + "%"
-    if scope is not None and not scope.all_grids:
-        area_sql += " AND i.grid_code = ANY(:scope_grids)"
-        params["scope_grids"] = list(scope.grids)
+    if scope is not None:
+        term, scope_params = scope_filter("i", scope)
+        area_sql += f" AND {term}"
+        params |= scope_params
     key, join, label = GROUPS[level]
     sql = KPI_SQL.format(key=key, join=join, label=label, area=area_sql)
     rows = session.execute(text(sql), params).mappings().all()

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from gridmap import audit, masking
-from gridmap.access import Scope, page_filter, require
+from gridmap.access import Scope, cursor, page_filter, page_order, require, scope_filter
 from gridmap.auth import Principal
 from gridmap.errors import Conflict, Forbidden, InvalidInput, NotFound
 
@@ -35,9 +35,10 @@ def _out(row: Any, clear: bool) -> dict[str, Any]:
 
 def list_residents(session: Session, principal: Principal, scope: Scope, *, grid: str | None = None,
                    name: str | None = None, id_number: str | None = None, phone: str | None = None,
-                   tag: str | None = None, review: bool = False, limit: int = 100, after: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """Residents in scope by id, a page at a time (`after` = the last id of the previous page),
-    optionally searched by name (part of it), ID number, phone or tag; `total` counts the matches.
+                   tag: str | None = None, review: bool = False, limit: int = 100, after: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Residents in scope by grid and id, a page at a time (`after` = the `next_after` cursor of
+    the previous page), optionally searched by name (part of it), ID number, phone or tag;
+    `total` counts the matches on the first page (null on the pages after it).
 
     Searching by name, ID number or phone needs clear access: on masked data it would tell who
     is who. Totals under 5 are suppressed for masked roles.
@@ -45,7 +46,7 @@ def list_residents(session: Session, principal: Principal, scope: Scope, *, grid
     from gridmap import idnumber, masking
     from gridmap import phone as phones
     # the service's own check of the caller's grids; row-level security checks again
-    where, params = page_filter("r", scope, grid=grid, limit=limit, after=None, max_page=MAX_PAGE)
+    where, params = page_filter("r", scope, grid=grid, limit=limit, after=after, max_page=MAX_PAGE)
     searched = [k for k, v in (("name", name), ("id_number", id_number), ("phone", phone)) if v]
     if searched and not scope.clear:
         raise Forbidden(f"The role {principal.role} may not search residents by {', '.join(searched)}")
@@ -67,19 +68,19 @@ def list_residents(session: Session, principal: Principal, scope: Scope, *, grid
         require(principal, "residents.review")
         where.append("r.review IS NOT NULL")
     cond = " AND ".join(where)
-    total = int(session.execute(text(f"SELECT count(*) FROM resident r WHERE {cond}"), params).scalar_one())
-    if after is not None:
-        cond += " AND r.id > :after"
-        params["after"] = after
-    rows = session.execute(text(f"SELECT {COLUMNS} FROM resident r WHERE {cond} ORDER BY r.id LIMIT :limit"),
+    total = None
+    if after is None:  # counted once, not on every page
+        count_cond = " AND ".join(w for w in where if not w.startswith("(r.grid_code, r.id) >"))
+        total = int(session.execute(text(f"SELECT count(*) FROM resident r WHERE {count_cond}"), params).scalar_one())
+    rows = session.execute(text(f"SELECT {COLUMNS} FROM resident r WHERE {cond} ORDER BY {page_order('r')} LIMIT :limit"),
                            {**params, "limit": limit + 1}).all()  # fmt: skip
     page = rows[:limit]
     items = [_out(r, scope.clear) for r in page]
     if scope.clear and items:
         audit.record(session, principal, "read", object_type="resident", object_ids=[i["id"] for i in items],
                      grid_code=grid, detail={"fields": "all", "count": len(items), "searched_by": searched})  # fmt: skip
-    shown_total: int | str = total if scope.clear else masking.suppress_small({"t": total})["t"]
-    return {"items": items, "total": shown_total, "next_after": page[-1].id if len(rows) > limit else None}
+    shown_total = total if scope.clear or total is None else masking.suppress_small({"t": total})["t"]
+    return {"items": items, "total": shown_total, "next_after": cursor(page[-1]) if len(rows) > limit else None}
 
 
 def get_resident(session: Session, principal: Principal, scope: Scope, resident_id: int) -> dict[str, Any]:
@@ -297,8 +298,9 @@ def resolve_review(session: Session, principal: Principal, scope: Scope, residen
 
 def delete_resident(session: Session, principal: Principal, scope: Scope, resident_id: int) -> None:
     _writer(principal, scope)
-    row = session.execute(text("DELETE FROM resident WHERE id = :id AND (:all OR grid_code = ANY(:g)) RETURNING grid_code"),
-                          {"id": resident_id, "g": list(scope.grids), "all": scope.all_grids}).first()  # fmt: skip
+    term, params = scope_filter("r", scope)
+    row = session.execute(text(f"DELETE FROM resident r WHERE r.id = :id AND {term} RETURNING r.grid_code"),
+                          {"id": resident_id, **params}).first()  # fmt: skip
     if row is None:
         raise NotFound(f"No resident {resident_id}")
     audit.record(session, principal, "delete", object_type="resident", object_ids=[resident_id], grid_code=row.grid_code)
@@ -317,13 +319,13 @@ def _household_out(row: Any) -> dict[str, Any]:
 
 
 def list_households(session: Session, principal: Principal, scope: Scope, *, grid: str | None = None,
-                    limit: int = 100, after: int | None = None) -> dict[str, Any]:  # fmt: skip
+                    limit: int = 100, after: str | None = None) -> dict[str, Any]:  # fmt: skip
     where, params = page_filter("h", scope, grid=grid, limit=limit, after=after, max_page=MAX_PAGE)
     params["limit"] = limit + 1
     rows = session.execute(text(f"SELECT {HOUSEHOLD_COLUMNS} FROM household h WHERE {' AND '.join(where)} "
-                                "ORDER BY h.id LIMIT :limit"), params).all()  # fmt: skip
+                                f"ORDER BY {page_order('h')} LIMIT :limit"), params).all()  # fmt: skip
     page = rows[:limit]
-    return {"items": [_household_out(r) for r in page], "next_after": page[-1].id if len(rows) > limit else None}
+    return {"items": [_household_out(r) for r in page], "next_after": cursor(page[-1]) if len(rows) > limit else None}
 
 
 def create_household(session: Session, principal: Principal, scope: Scope, *, building_id: int | None = None,

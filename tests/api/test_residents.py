@@ -141,9 +141,20 @@ def test_pages_and_bad_input(world: World) -> None:
     h = as_user(world, "leader.a")
     first = world.client.get("/v1/residents", params={"limit": 2}, headers=h).json()
     second = world.client.get("/v1/residents", params={"limit": 2, "after": first["next_after"]}, headers=h).json()
-    assert len(first["items"]) == 2 and first["next_after"] == first["items"][-1]["id"]
+    last = first["items"][-1]
+    assert len(first["items"]) == 2 and first["next_after"] == f"{last['grid_code']}-{last['id']}"
     assert {i["id"] for i in first["items"]}.isdisjoint(i["id"] for i in second["items"])
-    for params in ({"limit": 0}, {"limit": 501}, {"grid": "123"}):
+    assert first["total"] == 5 and second["total"] is None  # counted on the first page only
+    # every page together: each resident of the community once, in (grid, id) order
+    seen, after = [], None
+    while True:
+        page = world.client.get("/v1/residents", params={"limit": 2, **({"after": after} if after else {})}, headers=h).json()
+        seen += [(i["grid_code"], i["id"]) for i in page["items"]]
+        if not (after := page["next_after"]):
+            break
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == 5
+    for params in ({"limit": 0}, {"limit": 501}, {"grid": "123"}, {"after": "12"}, {"after": "349902001001001-x"},
+                   {"after": "x" * 41}):  # fmt: skip
         assert world.client.get("/v1/residents", params=params, headers=h).status_code == 422
     for bad in ("abc", "0", str(2**63)):
         assert world.client.get(f"/v1/residents/{bad}", headers=h).status_code == 422
