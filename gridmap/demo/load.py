@@ -223,7 +223,8 @@ def open_demo_accounts(engine: Engine, password: str) -> list[tuple[str, str, st
             found = conn.execute(text(
                 "UPDATE staff SET password_hash = :h, token_version = token_version + 1, failed_sign_ins = 0, locked_until = NULL "
                 "WHERE id = (SELECT min(id) FROM staff WHERE role = :r AND is_synthetic AND active) "
-                "RETURNING username, (SELECT string_agg(level || ':' || code, ' ') FROM staff_scope WHERE staff_id = staff.id)"),
+                "RETURNING username, (SELECT string_agg(CASE WHEN code = '' THEN level ELSE level || ':' || code END, ' ') "
+                "FROM staff_scope WHERE staff_id = staff.id)"),
                 {"h": hashed, "r": role}).first()  # fmt: skip
             if found is not None:
                 rows.append((str(found[0]), role, str(found[1] or "")))
