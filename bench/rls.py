@@ -195,6 +195,99 @@ def plans(engine: Engine, case: Case) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+# an API process as `gridmap serve` runs it; with "off", open_scope does nothing (no role, no
+# context: the connecting superuser bypasses row-level security) — for this measurement only
+SERVER = """import sys
+import uvicorn
+if sys.argv[2] == "off":
+    import gridmap.access
+    gridmap.access.open_scope = lambda session, scope: None
+uvicorn.run("api.app:create_app", factory=True, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+HTTP_CALLS = {"list, first page": ("/v1/residents", {"limit": "100"}),
+              "grid-level count": ("/v1/residents/counts", {"by": "grid"})}  # fmt: skip
+
+
+def measure_http(url: str, grid: str, iterations: int, rounds: int, budget: float) -> list[dict[str, Any]]:
+    """The same two reads through the API (`gridmap serve`, one worker each, keep-alive, one
+    client), one server with row-level security and one without, each reader with an API key."""
+    import subprocess
+
+    import httpx
+
+    from gridmap import auth
+
+    engine = make_engine(url)
+    keys: dict[str, str] = {}
+    with Session(engine) as session, session.begin():
+        for level, (role, digits) in LEVELS.items():
+            keys[level] = auth.add_api_key(session, name="bench rls", role=role, scope=(level, grid[:digits]))
+    servers, clients = {}, {}
+    try:
+        for variant, mode in (("plain", "off"), ("rls", "on")):
+            port = _free_port()
+            servers[variant] = subprocess.Popen([sys.executable, "-c", SERVER, str(port), mode],
+                                                env={**os.environ, "GRIDMAP_DATABASE_URL": url})  # fmt: skip
+            clients[variant] = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+        for variant, client in clients.items():
+            _wait(client, servers[variant])
+        rows = []
+        for level in LEVELS:
+            for call, (path, params) in HTTP_CALLS.items():
+                headers = {"X-API-Key": keys[level]}
+                answers = {v: c.get(path, params=params, headers=headers) for v, c in clients.items()}  # warm, and checked
+                if any(r.status_code != 200 for r in answers.values()) or answers["plain"].json() != answers["rls"].json():
+                    sys.exit(f"error: http {level} {call}: the answers with and without RLS differ or failed")
+                times: dict[str, list[float]] = {"plain": [], "rls": []}
+                for r in range(rounds):
+                    started = time.perf_counter()
+                    for i in range(iterations):
+                        for variant in ("plain", "rls") if (i + r) % 2 == 0 else ("rls", "plain"):
+                            t0 = time.perf_counter()
+                            clients[variant].get(path, params=params, headers=headers).raise_for_status()
+                            times[variant].append(time.perf_counter() - t0)
+                        if time.perf_counter() - started > budget:
+                            break
+                plain, rls = stats(times["plain"]), stats(times["rls"])
+                rows.append({"level": level, "call": f"{call} (HTTP)", "plain": plain, "rls": rls, "timed_out": [],
+                             "ratio_median": round(rls["median_ms"] / plain["median_ms"], 2),
+                             "ratio_p99": round(rls["p99_ms"] / plain["p99_ms"], 2)})  # fmt: skip
+                print(f"http {level:9} {call:17} {plain['median_ms']:.2f} / {rls['median_ms']:.2f} ms", flush=True)
+        return rows
+    finally:
+        for client in clients.values():
+            client.close()
+        for server in servers.values():
+            server.terminate()
+            server.wait(timeout=15)
+        with engine.begin() as conn:  # the keys end; the audit rows of their reads stay (the log is append-only)
+            conn.execute(text("UPDATE api_key SET revoked_at = now() WHERE name = 'bench rls' AND revoked_at IS NULL"))
+        engine.dispose()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(client: Any, server: Any) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            sys.exit("error: the API server did not start")
+        try:
+            if client.get("/healthz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    sys.exit("error: the API server did not answer within 120 s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=100, help="calls per variant, case and round (at most)")
@@ -226,6 +319,7 @@ def main() -> None:
             cases += level_cases
     print(f"median grid {grid}; scopes {scopes}", flush=True)
     measure(engines, cases, args.iterations, args.rounds, args.budget)
+    http_rows = measure_http(url, grid, args.iterations, args.rounds, args.budget)
     cached = {}  # custom or generic plans of the timed statements (psycopg prepares them after 5 runs)
     for variant, engine in engines.items():
         with engine.connect() as conn:
@@ -242,6 +336,7 @@ def main() -> None:
             row["ratio_median"] = round(rls["median_ms"] / plain["median_ms"], 2)
             row["ratio_p99"] = round(rls["p99_ms"] / plain["p99_ms"], 2)
         rows.append(row)
+    rows += http_rows
     results = {"when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "cores": os.cpu_count(),
                "postgres": who.version, "median_grid": grid, "scopes": scopes, "iterations": args.iterations,
                "rounds": args.rounds, "budget_s": args.budget, "statement_timeout_ms": timeout_ms,
@@ -281,6 +376,12 @@ def report(res: dict[str, Any]) -> str:
         "made masked (`clear=False`): the SQL is the same, and a clear read would add an audit insert to every call "
         "— a write, the same in both variants, that would dilute the ratio and leave thousands of rows in the "
         "append-only audit log. Scope resolution (`access.reach`) is outside the timing: it is the same in both variants.", "",
+        "Rows marked *(HTTP)* are the same two reads as a user gets them: `GET /v1/residents?limit=100` and "
+        "`GET /v1/residents/counts?by=grid` with the reader's API key, against two `gridmap serve` processes (one "
+        "worker each) on the same database, one as shipped and one whose `open_scope` does nothing (so its "
+        "transactions run as the connecting superuser); one keep-alive client, calls alternating. The list is a "
+        "clear read there, so each call also writes its audit row (they stay: the log is append-only; the keys, "
+        "named `bench rls`, are revoked at the end).", "",
         f"Scopes, around the grid with the median number of residents ({res['median_grid']}):", "",
         "| scope | reader | grids | residents | deep page after |", "|---|---|---:|---:|---:|",
     ]  # fmt: skip
