@@ -4,6 +4,7 @@ every clear read and every refusal is in the audit log."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
@@ -509,3 +512,25 @@ def test_counts_per_area_are_clear_in_scope_and_suppressed_for_masked_roles(worl
         assert not (0 < truth[area] < 5) or n == "<5"
     assert world.client.get("/v1/residents/counts", params={"by": "planet"}, headers=as_user(world, "center")).status_code == 422
     assert world.client.get("/v1/residents/counts", headers=as_user(world, "disp")).status_code == 403
+
+
+_coords = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**12, 10**12), st.text(max_size=3), st.none())
+_ring = st.lists(st.lists(_coords, min_size=0, max_size=3), min_size=0, max_size=6)
+_geometry = st.one_of(
+    st.fixed_dictionaries({"type": st.sampled_from(["Polygon", "MultiPolygon", "Point", "polygon", ""]),
+                           "coordinates": st.one_of(st.lists(_ring, max_size=3), st.lists(st.lists(_ring, max_size=2), max_size=2),
+                                                    _coords)}),
+    st.none(), st.text(max_size=5), st.lists(st.integers(), max_size=3),
+)  # fmt: skip
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(geometry=_geometry, crs=st.sampled_from([None, "EPSG:4326", "GCJ02", "BD09", "EPSG:9999", "x"]),
+       floors=st.one_of(st.none(), st.integers(-5, 500)))  # fmt: skip
+def test_no_building_body_gives_a_500(world: World, geometry: object, crs: str | None, floors: int | None) -> None:
+    h = as_user(world, "worker.a1") if not hasattr(world, "_worker") else world._worker  # type: ignore[attr-defined]
+    world._worker = h  # type: ignore[attr-defined]
+    body = json.dumps({"geometry": geometry, "crs": crs, "floors": floors})  # NaN and Infinity included, as JS sends them
+    r = world.client.post("/v1/buildings", content=body, headers={**h, "content-type": "application/json"})
+    assert r.status_code in (201, 403, 409, 422), r.text
+    assert r.headers["content-type"] in ("application/problem+json", "application/geo+json", "application/json")
