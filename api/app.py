@@ -13,6 +13,7 @@ from api.routers import audit, auth, buildings, grids, health, incidents, locate
 from gridmap import __version__
 from gridmap.db import make_engine
 from gridmap.settings import api_settings
+from tiles import router as tiles_router
 
 
 class BodyLimit:
@@ -99,12 +100,18 @@ def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
         own = engine is None
         app.state.engine = engine or make_engine()
         app.state.grid_index = GridIndexHolder(app.state.engine)
-        # callers are cached only where the listener clears the cache when accounts change
+        # callers and tiles are cached only where the listener drops what changed
+        if api_settings().tile_cache_mb > 0:
+            from tiles.cache import TileCache
+
+            holder = app.state.grid_index
+            app.state.tiles = TileCache(api_settings().tile_cache_mb << 20, grid_bounds=lambda code: holder.table.lonlat_bounds(code))
+            holder.subscribers.append(app.state.tiles.notice)
         ttl = api_settings().auth_cache_seconds
         if ttl > 0:
             principals = app.state.principals = PrincipalCache(ttl)
             app.state.grid_index.subscribers.append(
-                lambda channels: principals.clear() if channels & {"gridmap_auth", "gridmap_staff"} else None)  # fmt: skip
+                lambda notices: principals.clear() if any(c in ("gridmap_auth", "gridmap_staff") for c, _ in notices) else None)  # fmt: skip
         with Session(app.state.engine) as session, session.begin():
             ensure_case_sequences(session)
         yield
@@ -130,6 +137,7 @@ def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
     app.include_router(residents.router)
     app.include_router(buildings.router)
     app.include_router(audit.router)
+    app.include_router(tiles_router.router)
     app.add_middleware(BodyLimit, max_bytes=api_settings().max_body_bytes)
 
     app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]

@@ -64,6 +64,7 @@ FUNCTIONS: dict[str, Function] = {
     "buildings.read": Function("查看楼栋", "read buildings",
                                CLEAR_IN_SCOPE | MASKED_CITY_WIDE | {"dispatcher", "planner"}),
     "buildings.write": Function("登记、修改楼栋", "change buildings", CLEAR_IN_SCOPE),
+    "map.read": Function("查看地图与矢量切片", "read the map and its tiles", EVERYONE - {"auditor"}),
     "audit.read": Function("查看审计日志", "read the audit log", frozenset({"auditor"})),
 }  # fmt: skip
 # transitions need the function of their action
@@ -164,15 +165,16 @@ def resident_scope(session: Session, principal: Principal) -> Scope:
     return reach(session, principal, "residents.read")
 
 
-def scope_filter(alias: str, scope: Scope) -> tuple[str, dict[str, object]]:
-    """The WHERE term (and its parameters) keeping `alias`'s rows within the caller's grids: a
-    code range for one area, the grid list otherwise, nothing city-wide."""
+def scope_filter(alias: str, scope: Scope, column: str = "grid_code") -> tuple[str, dict[str, object]]:
+    """The WHERE term (and its parameters) keeping `alias`'s rows within the caller's grids (by
+    their grid code `column`): a code range for one area, the grid list otherwise, nothing
+    city-wide."""
     if scope.all_grids:
         return "true", {}
     if scope.area:
         lo, hi = scope.code_range()
-        return f"{alias}.grid_code BETWEEN :scope_lo AND :scope_hi", {"scope_lo": lo, "scope_hi": hi}
-    return f"{alias}.grid_code = ANY(:scope_grids)", {"scope_grids": list(scope.grids)}
+        return f"{alias}.{column} BETWEEN :scope_lo AND :scope_hi", {"scope_lo": lo, "scope_hi": hi}
+    return f"{alias}.{column} = ANY(:scope_grids)", {"scope_grids": list(scope.grids)}
 
 
 def page_filter(alias: str, scope: Scope, *, grid: str | None, limit: int, after: str | None,

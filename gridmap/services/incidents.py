@@ -65,7 +65,7 @@ FROM incident i JOIN category c ON c.code = i.category_code
 STATE_SQL = """
 SELECT i.id, i.code, i.status, i.reported_at, i.level, i.assignee_id, i.registered_at,
        i.dispatched_at, i.deadline_at, i.resolved_at, i.closed_at, i.rework_count,
-       i.escalation_count, i.version, i.severity, i.grid_code,
+       i.escalation_count, i.version, i.severity, i.grid_code, ST_X(i.geom) AS lon, ST_Y(i.geom) AS lat,
        c.time_limit::float AS time_limit, c.time_unit
 FROM incident i JOIN category c ON c.code = i.category_code
 """
@@ -429,7 +429,8 @@ def _write(session: Session, incident_id: int, row: Mapping[Any, Any], step: wor
         return False
     _append_event(session, incident_id, step.event)
     _notify(session, {"id": incident_id, "code": row["code"], "action": step.event.action,
-                      "status": step.state.status, "level": step.state.level, "grid_code": row["grid_code"]})  # fmt: skip
+                      "status": step.state.status, "level": step.state.level, "grid_code": row["grid_code"],
+                      "lon": row["lon"], "lat": row["lat"]})  # fmt: skip
     return True
 
 

@@ -108,6 +108,7 @@ class GridTable:
     tree: shapely.STRtree = field(init=False)
     rank: np.ndarray = field(init=False)  # position of each grid in code order: the tie-break
     extent: tuple[float, float, float, float] | None = field(init=False)  # lon/lat bounds, computed once
+    _by_code: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.tree = shapely.STRtree(self.geoms)
@@ -116,6 +117,7 @@ class GridTable:
             self.extent = (minx / self.frame.kx, miny / M_PER_DEG_LAT, maxx / self.frame.kx, maxy / M_PER_DEG_LAT)
         else:
             self.extent = None
+        self._by_code = {str(code): k for k, code in enumerate(self.codes.tolist())}
         order = np.argsort(self.codes, kind="stable")
         self.rank = np.empty(len(order), dtype=np.int64)
         self.rank[order] = np.arange(len(order))
@@ -142,6 +144,14 @@ class GridTable:
 
     def lonlat_extent(self) -> tuple[float, float, float, float] | None:
         return self.extent
+
+    def lonlat_bounds(self, code: str) -> tuple[float, float, float, float] | None:
+        """The lon/lat bounds of the grid in force with this code (None if there is none)."""
+        index = self._by_code.get(code)
+        if index is None:
+            return None
+        minx, miny, maxx, maxy = shapely.bounds(self.geoms[index])
+        return minx / self.frame.kx, miny / M_PER_DEG_LAT, maxx / self.frame.kx, maxy / M_PER_DEG_LAT
 
     # -- single point --------------------------------------------------------------------
     def locate(self, lon: float, lat: float, near_m: float = NEAR_M) -> dict[str, Any]:
@@ -231,11 +241,13 @@ class GridIndexHolder:
     seconds) compares a fingerprint in case a notification was lost while reconnecting.
 
     The process has this one listening connection, so others hear it too: `subscribers` are
-    called with the channels of each burst of notifications (``gridmap_auth`` included: account
-    and key changes, migration 0011), and with every channel after a reconnect.
+    called with each burst of notifications as (channel, payload) pairs — ``gridmap_auth``
+    (account and key changes, migration 0011), ``gridmap_incidents`` (every case change, with
+    its place) and ``gridmap_layers`` (map layers, migration 0013) included — and with
+    (channel, None) for every channel after a reconnect, when anything may have been missed.
     """
 
-    CHANNELS = ("gridmap_grids", "gridmap_staff", "gridmap_auth")
+    CHANNELS = ("gridmap_grids", "gridmap_staff", "gridmap_auth", "gridmap_incidents", "gridmap_layers")
     INDEX_CHANNELS = frozenset({"gridmap_grids", "gridmap_staff"})
 
     def __init__(self, engine: Engine, *, listen: bool = True, verify_every: float = 30.0) -> None:
@@ -249,7 +261,7 @@ class GridIndexHolder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.verify_every = verify_every
-        self.subscribers: list[Callable[[set[str]], None]] = []
+        self.subscribers: list[Callable[[list[tuple[str, str | None]]], None]] = []
         self.reload()
         if listen:
             self._thread = threading.Thread(target=self._listen, name="gridmap-grid-listener", daemon=True)
@@ -288,13 +300,13 @@ class GridIndexHolder:
                     for channel in self.CHANNELS:
                         conn.execute(f"LISTEN {channel}")
                     self._check_fingerprint()  # changes made while we were not listening
-                    self._tell(set(self.CHANNELS))
+                    self._tell([(channel, None) for channel in self.CHANNELS])
                     last_verify = time.monotonic()
                     while not self._stop.is_set():
-                        heard = {n.channel for n in conn.notifies(timeout=0.5, stop_after=1)}  # returns on the first one
+                        heard = [(n.channel, n.payload) for n in conn.notifies(timeout=0.5, stop_after=1)]  # the first one
                         if heard:
-                            heard |= {n.channel for n in conn.notifies(timeout=0.02)}  # one reload for a burst (grid + staff)
-                            if heard & self.INDEX_CHANNELS:
+                            heard += [(n.channel, n.payload) for n in conn.notifies(timeout=0.02)]  # one reload per burst
+                            if {channel for channel, _ in heard} & self.INDEX_CHANNELS:
                                 self.reload()
                             self._tell(heard)
                         elif time.monotonic() - last_verify > self.verify_every:
@@ -304,9 +316,12 @@ class GridIndexHolder:
                 log.warning("grid index listener: %s; reconnecting", str(exc).splitlines()[0] if str(exc) else exc)
                 self._stop.wait(1.0)
 
-    def _tell(self, channels: set[str]) -> None:
+    def _tell(self, notices: list[tuple[str, str | None]]) -> None:
         for subscriber in self.subscribers:
-            subscriber(channels)
+            try:
+                subscriber(notices)
+            except Exception:  # one subscriber's bug must not stop the index or the others
+                log.exception("a subscriber of %s failed", sorted({c for c, _ in notices}))
 
     def _check_fingerprint(self) -> None:
         with self.engine.connect() as conn:

@@ -134,7 +134,7 @@ REPORT_SQL = text(
       SELECT i.id, i.seq, i.action, NULL, i.to_status, i.reporter_id, i.reported_at, i.note FROM i
     ), answer AS MATERIALIZED (
       SELECT i.ord, i.id, i.caller, i.key, i.version, i.code, i.action, i.status, i.level, i.grid_code,
-             {feature} AS body
+             ST_X(i.geom) AS lon, ST_Y(i.geom) AS lat, {feature} AS body
       FROM i JOIN category c ON c.code = i.category_code
       CROSS JOIN LATERAL (
         SELECT coalesce(json_agg(json_build_object('id', o.id, 'code', o.code, 'status', o.status,
@@ -165,7 +165,7 @@ REPORT_SQL = text(
     )
     SELECT a.ord, a.id, a.version, a.body::text,
            pg_notify(:channel, json_build_object('id', a.id, 'code', a.code, 'action', a.action,
-             'status', a.status, 'level', a.level, 'grid_code', a.grid_code)::text)
+             'status', a.status, 'level', a.level, 'grid_code', a.grid_code, 'lon', a.lon, 'lat', a.lat)::text)
     FROM answer a
     """.replace("{covering}", covering_grid_sql("ST_SetSRID(ST_MakePoint(r.lon, r.lat), 4326)", "r.reported_at"))
     .replace("{feature}", inc.FEATURE_JSON.replace("/*members*/", ", 'duplicates', d.duplicates"))
