@@ -1,5 +1,3 @@
-"""Vector tiles (MVT) over gridmap's layers: ST_AsMVT layer SQL, TileJSON and a cache.
-
-The tile router arrives with the command-center issue; this package is where it lives so that
-`api` can mount it without importing anything from `gridmap` that the tiles do not own.
-"""
+"""Vector tiles (MVT) over gridmap's layers: the layer SQL (`tiles.layers`), rendering and
+TileJSON (`tiles.render`), a per-process cache dropped on change (`tiles.cache`) and the HTTP
+router the API mounts (`tiles.router`). See docs/tiles.md."""
