@@ -9,7 +9,18 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
-from api.routers import audit, auth, buildings, grids, health, incidents, locate, residents, staff
+from api.routers import (
+    audit,
+    auth,
+    buildings,
+    grids,
+    health,
+    incidents,
+    locate,
+    residents,
+    staff,
+    stats,
+)
 from gridmap import __version__
 from gridmap.db import make_engine
 from gridmap.settings import api_settings
@@ -137,6 +148,7 @@ def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
     app.include_router(residents.router)
     app.include_router(buildings.router)
     app.include_router(audit.router)
+    app.include_router(stats.router)
     app.include_router(tiles_router.router)
     app.add_middleware(BodyLimit, max_bytes=api_settings().max_body_bytes)
 

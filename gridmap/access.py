@@ -64,6 +64,8 @@ FUNCTIONS: dict[str, Function] = {
     "buildings.read": Function("查看楼栋", "read buildings",
                                CLEAR_IN_SCOPE | MASKED_CITY_WIDE | {"dispatcher", "planner"}),
     "buildings.write": Function("登记、修改楼栋", "change buildings", CLEAR_IN_SCOPE),
+    "stats.read": Function("统计分析（热点、巡查覆盖、三零）", "read statistics (hotspots, patrol coverage, three zeros)",
+                           EVERYONE - {"auditor"}),
     "map.read": Function("查看地图与矢量切片", "read the map and its tiles", EVERYONE - {"auditor"}),
     "audit.read": Function("查看审计日志", "read the audit log", frozenset({"auditor"})),
 }  # fmt: skip
@@ -163,6 +165,22 @@ def reach(session: Session, principal: Principal, function: str) -> Scope:
 def resident_scope(session: Session, principal: Principal) -> Scope:
     """The caller's reach over residents and households; 403 for roles without personal data."""
     return reach(session, principal, "residents.read")
+
+
+def narrow(scope: Scope, area: str | None) -> Scope:
+    """The caller's reach within one area (a district, street, community or grid code): what
+    both cover. An area outside the caller's reach leaves nothing, as if it had no grids."""
+    if area is None:
+        return scope
+    if not (area.isascii() and area.isdigit() and len(area) in (6, 9, 12, 15)):
+        raise InvalidInput("Invalid value for parameter area: a 6-, 9-, 12- or 15-digit district, street, community or grid code")
+    if scope.all_grids:
+        return Scope(clear=scope.clear, all_grids=False, grids=(), area=area)
+    if scope.area:
+        if area.startswith(scope.area):
+            return Scope(clear=scope.clear, all_grids=False, grids=(), area=area)
+        return scope if scope.area.startswith(area) else Scope(clear=scope.clear, all_grids=False, grids=())
+    return Scope(clear=scope.clear, all_grids=False, grids=tuple(g for g in scope.grids if g.startswith(area)))
 
 
 def scope_filter(alias: str, scope: Scope, column: str = "grid_code") -> tuple[str, dict[str, object]]:

@@ -136,6 +136,7 @@ def _calls(world: World) -> dict[str, Callable[[dict[str, str], int], httpx.Resp
         "buildings.read": lambda h, me: c.get("/v1/buildings", headers=h),
         "buildings.write": lambda h, me: c.patch("/v1/buildings/999999", json={"floors": 3}, headers=h),
         "map.read": lambda h, me: c.get("/tiles", headers=h),
+        "stats.read": lambda h, me: c.get("/v1/stats/three-zeros", headers=h),
         "audit.read": lambda h, me: c.get("/v1/audit", headers=h),
     }  # fmt: skip
 
