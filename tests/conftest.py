@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -69,6 +70,19 @@ def drop_database(url: str) -> None:
     name = make_url(url).database
     with psycopg.connect(**_admin_conninfo(url), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def own_database(base_url: str, name: str) -> Iterator[Engine]:
+    """A migrated database of the test module's own (its requests commit), dropped afterwards."""
+    url = make_database(base_url, f"gridmap_test_{os.getpid()}_{name}")
+    engine = create_engine(url, pool_pre_ping=True)  # as gridmap.db.make_engine
+    try:
+        migrate.upgrade(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        drop_database(url)
 
 
 DEMO_UNTIL = "2026-11-01"

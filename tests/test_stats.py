@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,16 +15,15 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyproj import Transformer
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from api.app import create_app
-from gridmap import migrate
 from gridmap.access import Scope
 from gridmap.crs import metric_epsg_for
 from gridmap.services import stats
 from tests.auth_helpers import key_headers
-from tests.conftest import drop_database, make_database
+from tests.conftest import own_database
 from tests.test_workflow import GRID_A1, GRID_A2, GRID_B1, IN_A1, T0, build_city, report, square
 
 LATTICE = "349903001001"  # a community of 7 × 7 grids of 0.005° for the hotspot test
@@ -45,10 +43,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(database_url_for_tests: str) -> Iterator[World]:
-    url = make_database(database_url_for_tests, f"gridmap_test_{os.getpid()}_stats")
-    engine = create_engine(url, pool_pre_ping=True)
-    try:
-        migrate.upgrade(engine)
+    with own_database(database_url_for_tests, "stats") as engine:
         with Session(engine) as s, s.begin():
             city = build_city(s, tag="stats")
             ids = {}
@@ -82,9 +77,6 @@ def world(database_url_for_tests: str) -> Iterator[World]:
                            "ST_GeomFromText('LINESTRING(117.005 31.0, 117.005 31.01)', 4326))"))  # fmt: skip
         with TestClient(create_app(engine=engine)) as client:
             yield World(engine, client, key_headers(engine, "command_center"))
-    finally:
-        engine.dispose()
-        drop_database(url)
 
 
 def test_coverage_of_a_hand_laid_track(world: World) -> None:

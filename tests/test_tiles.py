@@ -3,7 +3,6 @@ dropped when the data under them changes, cut to the caller's reach, and bad req
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,13 +12,12 @@ import mapbox_vector_tile
 import mercantile
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from api.app import create_app
-from gridmap import migrate
 from tests.auth_helpers import key_headers
-from tests.conftest import drop_database, make_database
+from tests.conftest import own_database
 from tests.test_workflow import GRID_A1, GRID_A2, GRID_B1, GRID_B2, IN_A1, build_city
 from tiles.layers import LAYERS
 
@@ -45,10 +43,7 @@ def report(client: TestClient, headers: dict[str, str], point: tuple[float, floa
 
 @pytest.fixture(scope="module")
 def world(database_url_for_tests: str) -> Iterator[World]:
-    url = make_database(database_url_for_tests, f"gridmap_test_{os.getpid()}_tiles")
-    engine = create_engine(url, pool_pre_ping=True)
-    try:
-        migrate.upgrade(engine)
+    with own_database(database_url_for_tests, "tiles") as engine:
         with Session(engine) as s, s.begin():
             city = build_city(s, tag="tiles")
             for grid, (x, y) in ((GRID_A1, IN_A1), (GRID_B1, IN_B1)):
@@ -69,9 +64,6 @@ def world(database_url_for_tests: str) -> Iterator[World]:
             incidents = {"a1": report(client, admin, IN_A1)["id"], "a2": report(client, admin, IN_A2, severity=4)["id"],
                          "b1": report(client, admin, IN_B1)["id"]}  # fmt: skip
             yield World(engine, client, admin, worker, incidents)
-    finally:
-        engine.dispose()
-        drop_database(url)
 
 
 def get_tile(world: World, layer: str, t: mercantile.Tile, headers: dict[str, str] | None = None, **params: Any) -> Any:

@@ -7,7 +7,6 @@ refused at once although its caller was cached."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -16,13 +15,13 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from api.app import PUBLIC_PATHS, create_app
-from gridmap import access, auth, migrate
+from gridmap import access, auth
 from tests.auth_helpers import PASSWORD, key_headers
-from tests.conftest import drop_database, make_database
+from tests.conftest import own_database
 from tests.test_workflow import COMMUNITY_A, DISTRICT, GRID_A1, IN_A1, STREET, build_city
 
 IN_A2 = (IN_A1[0] + 0.01, IN_A1[1])  # the grid east of A1
@@ -48,10 +47,7 @@ def sign_in(client: TestClient, username: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def world(database_url_for_tests: str) -> Iterator[World]:
-    url = make_database(database_url_for_tests, f"gridmap_test_{os.getpid()}_access")
-    engine = create_engine(url, pool_pre_ping=True)
-    try:
-        migrate.upgrade(engine)
+    with own_database(database_url_for_tests, "access") as engine:
         ids: dict[str, int] = {}
         with Session(engine) as s, s.begin():
             build_city(s, tag="acc")
@@ -62,9 +58,6 @@ def world(database_url_for_tests: str) -> Iterator[World]:
         with TestClient(create_app(engine=engine)) as client:
             users = {role: sign_in(client, f"u.{role}") for role in ids}
             yield World(engine, client, users, ids, household)
-    finally:
-        engine.dispose()
-        drop_database(url)
 
 
 def report(world: World, point: tuple[float, float] = IN_A1, who: str = "dispatcher") -> dict:
