@@ -142,9 +142,9 @@ class Scope:
         return "1", "0"
 
 
-def reach(session: Session, principal: Principal, function: str) -> Scope:
-    """What the caller reaches with `function`: grid staff and area admins their grids (clear),
-    the function's other roles every grid (masked where it matters); 403 for the rest."""
+def reach_at_once(principal: Principal, function: str) -> Scope | None:
+    """`reach` when it needs no database — a role that sees every grid, a city scope, one area
+    (a code range) or none — and None when it does (several areas: their grids are listed)."""
     require(principal, function)
     if principal.role not in CLEAR_IN_SCOPE:
         return Scope(clear=False, all_grids=True, grids=())
@@ -155,6 +155,16 @@ def reach(session: Session, principal: Principal, function: str) -> Scope:
         return Scope(clear=True, all_grids=False, grids=())
     if len(prefixes) == 1:  # one area: a code range, no list needed
         return Scope(clear=True, all_grids=False, grids=(), area=prefixes[0])
+    return None
+
+
+def reach(session: Session, principal: Principal, function: str) -> Scope:
+    """What the caller reaches with `function`: grid staff and area admins their grids (clear),
+    the function's other roles every grid (masked where it matters); 403 for the rest."""
+    scope = reach_at_once(principal, function)
+    if scope is not None:
+        return scope
+    prefixes = sorted({code for level, code in principal.scopes if level != "city" and code})
     codes = session.execute(
         text("SELECT DISTINCT code FROM grid WHERE valid_to IS NULL AND code LIKE ANY (:p) ORDER BY code"),
         {"p": [p + "%" for p in prefixes]},

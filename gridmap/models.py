@@ -375,6 +375,9 @@ class Incident(Base):
             "ix_incident_open_geom", "geom", postgresql_using="gist",
             postgresql_where=text("status NOT IN ('closed', 'rejected')"),
         ),  # fmt: skip
+        Index(  # open and overdue counts per grid in the grids tiles (migration 0014)
+            "ix_incident_open_grid", "grid_code", postgresql_where=text("status NOT IN ('closed', 'rejected')"),
+        ),  # fmt: skip
         *geom_rules("incident"),
     )
 

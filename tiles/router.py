@@ -31,6 +31,10 @@ def _bounds(request: Request) -> tuple[float, float, float, float] | None:
 
 
 async def _scope(request: Request, principal: Principal) -> access.Scope:
+    scope = access.reach_at_once(principal, "map.read")  # the common case: no database, no thread hop
+    if scope is not None:
+        return scope
+
     def resolve() -> access.Scope:
         with Session(request.app.state.engine) as session:  # reads the database only for scattered scopes
             return access.reach(session, principal, "map.read")
