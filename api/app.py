@@ -21,6 +21,7 @@ from api.routers import (
     staff,
     stats,
 )
+from api.routers import map as map_router
 from gridmap import __version__
 from gridmap.db import make_engine
 from gridmap.settings import api_settings
@@ -71,7 +72,7 @@ class _TooLarge(Exception):
     pass
 
 
-PUBLIC_PATHS = frozenset({"/healthz", "/v1/auth/token"})
+PUBLIC_PATHS = frozenset({"/healthz", "/v1/auth/token", "/map"})  # /map: the sign-in form until signed in
 
 
 def _openapi_with_security(app: FastAPI) -> dict:
@@ -149,6 +150,7 @@ def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
     app.include_router(buildings.router)
     app.include_router(audit.router)
     app.include_router(stats.router)
+    app.include_router(map_router.router)
     app.include_router(tiles_router.router)
     app.add_middleware(BodyLimit, max_bytes=api_settings().max_body_bytes)
 

@@ -25,6 +25,10 @@ T = TypeVar("T")
 GridQuery = Annotated[str | None, Query(description="only this 15-digit grid code")]
 AfterQuery = Annotated[str | None, Query(max_length=40, description="the next_after cursor of the previous page")]
 
+COOKIE = "gridmap_token"
+COOKIE_PATHS = ("/map", "/tiles/")  # the only places the sign-in cookie counts, and only for GET
+
+
 async def authenticate(request: Request) -> auth.Principal:
     """The caller from `Authorization: Bearer …` or `X-API-Key: …`; 401 without valid ones.
 
@@ -39,7 +43,9 @@ async def authenticate(request: Request) -> auth.Principal:
             token = value.strip()
     if token is None:
         api_key = headers.get("x-api-key") or None
-        if api_key is None:
+        if api_key is None and request.method == "GET" and request.url.path.startswith(COOKIE_PATHS):
+            token = request.cookies.get(COOKIE) or None  # the map page's sign-in (api.routers.map)
+        if api_key is None and token is None:
             detail = "Only bearer tokens are accepted in Authorization. " if authorization else ""
             raise Unauthorized(detail + auth.AUTH_REQUIRED)
     cache: auth.PrincipalCache | None = getattr(request.app.state, "principals", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -166,6 +167,28 @@ def demo(
         for row in open_demo_accounts(_ready_engine(), password):
             accounts.add_row(*row)
         console.print(accounts)
+
+
+@app.command("map")
+def map_(
+    out: Annotated[Path, typer.Option("--out", help="the HTML file to write, e.g. city.html")],
+    days: Annotated[int, typer.Option(min=1, max=365, help="the window of cases shown, in days")] = 30,
+    area: Annotated[str | None, typer.Option(help="only this district, street, community or grid code")] = None,
+    refresh: Annotated[int, typer.Option(min=0, max=3600, help="reload every this many seconds (0: never)")] = 0,
+) -> None:
+    """Write the command-center map as one self-contained HTML file (works offline: grids inlined)."""
+    import time
+
+    from sqlalchemy.orm import Session
+
+    from gridmap import access, maps
+
+    started = time.monotonic()
+    everything = access.Scope(clear=False, all_grids=True, grids=())
+    with Session(_ready_engine()) as session:
+        page = maps.render(maps.build_map(session, access.narrow(everything, area), tiles=False, days=days, refresh_s=refresh))
+    out.write_text(page, encoding="utf-8")
+    console.print(f"wrote {out} ({len(page.encode()) / 1e6:.1f} MB) in {time.monotonic() - started:.1f} s")
 
 
 @app.command()

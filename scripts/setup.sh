@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Install what gridmap needs on Debian/Ubuntu: system packages (PostgreSQL + PostGIS, Python venv)
-# when missing, then a virtualenv in .venv with gridmap and its dev tools. Safe to run again.
+# Install what gridmap needs on Debian/Ubuntu: system packages (PostgreSQL + PostGIS, Python venv,
+# npm for the map's Leaflet files; Chromium for the browser test when GRIDMAP_BROWSER=1) when
+# missing, then a virtualenv in .venv with gridmap and its dev tools. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+command -v npm >/dev/null || need+=(npm)  # fetches Leaflet once for the offline map (gridmap.maps)
+if [ "${GRIDMAP_BROWSER:-}" = 1 ]; then
+  command -v chromium >/dev/null || need+=(chromium)
+  fc-list 2>/dev/null | grep -qi "wqy\|noto sans cjk" || need+=(fonts-wqy-zenhei)  # Chinese labels in the screenshot
+fi
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
 pg_ver=${pg_bin#/usr/lib/postgresql/}; pg_ver=${pg_ver%/bin}
 if [ -z "${GRIDMAP_DATABASE_URL:-}" ]; then
@@ -37,4 +43,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+.venv/bin/python -c "from gridmap.maps import ensure_assets; ensure_assets()"  # Leaflet for the map, once
 echo "gridmap installed in .venv"

@@ -56,9 +56,11 @@ class Layer:
 GRIDS = Layer(
     "grids", "网格", "grids", 9, "Polygon",
     {"code": "15-digit grid code", "name": "grid name", "kind": "general, school, hospital, …",
-     "community": "12-digit community code", "open": "open cases", "overdue": "cases past their deadline",
+     "community": "12-digit community code", "area_km2": "area in km²", "open": "open cases",
+     "overdue": "cases past their deadline",
      "cases": "cases reported in the window (days)"},
     f"""SELECT g.id AS fid, g.code, g.name, g.kind, left(g.code, 12) AS community,
+         round((ST_Area(g.geom::geography) / 1e6)::numeric, 4)::float AS area_km2,
          o.open, o.overdue, k.cases,
          {_geom("ST_Simplify(ST_Transform(g.geom, 3857), :px, true)")} AS geom
        FROM {TILE}, grid g

@@ -1,0 +1,220 @@
+"""The command-center map (指挥中心地图): Folium over gridmap's vector tiles, working offline.
+
+Leaflet and its plugins come from npm once (`ensure_assets`, into .gridmap/assets) and are
+inlined into the page, so the map needs no CDN and no base-map tiles (a base-map URL may be
+configured: GRIDMAP_BASEMAP_URL). Big layers are drawn from the vector tiles (grids with their
+case counts as a choropleth, patrol tracks, cameras, service points); what the server
+aggregates is inlined: the heatmap (per-grid case weights), hotspot grids (Gi*) and the open
+and overdue cases (clustered markers with popups).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import folium
+import numpy as np
+import shapely
+from folium.plugins import FastMarkerCluster, HeatMap, VectorGridProtobuf
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from gridmap.access import Scope, scope_filter
+from gridmap.errors import SetupError
+from gridmap.services import stats
+
+# npm package → the files of it the page needs, in load order
+ASSETS: dict[str, list[str]] = {
+    "leaflet@1.9.4": ["dist/leaflet.css", "dist/leaflet.js"],
+    "leaflet.vectorgrid@1.3.0": ["dist/Leaflet.VectorGrid.bundled.min.js"],
+    "leaflet.markercluster@1.5.3": ["dist/MarkerCluster.css", "dist/MarkerCluster.Default.css", "dist/leaflet.markercluster.js"],
+    "leaflet.heat@0.2.0": ["dist/leaflet-heat.js"],
+}
+HOT_COLOURS = {"hot_99": "#b2182b", "hot_95": "#ef8a62", "hot_90": "#fddbc7"}
+LABELS = {
+    "grids": "网格与案件密度 Grids · case density", "heat": "热力图 Heatmap", "hotspots": "热点网格 Hotspots (Gi*)",
+    "incidents": "未结与超期案件 Open & overdue cases", "patrols": "巡查轨迹 Patrol tracks", "cameras": "监控 Cameras",
+    "service_points": "服务点 Service points",
+}  # fmt: skip
+
+
+def assets_dir() -> Path:
+    from gridmap.settings import db_settings
+
+    return db_settings().home / "assets"
+
+
+def ensure_assets() -> Path:
+    """The vendored Leaflet files, fetched with `npm pack` the first time (one clear error if npm is missing)."""
+    target = assets_dir()
+    wanted = [target / pkg.split("@")[0] / Path(f).name for pkg, files in ASSETS.items() for f in files]
+    if all(p.exists() for p in wanted):
+        return target
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SetupError("The map needs Leaflet, fetched once from the npm registry: install npm (apt-get install npm)")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            subprocess.run([npm, "pack", "--silent", "--pack-destination", tmp, *ASSETS], check=True,
+                           capture_output=True, timeout=300)  # fmt: skip
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            raise SetupError(f"npm could not fetch Leaflet for the map: {str(exc)[:200]}") from None
+        for pkg, files in ASSETS.items():
+            name, version = pkg.rsplit("@", 1)
+            with tarfile.open(Path(tmp) / f"{name}-{version}.tgz") as tar:
+                for f in files:
+                    data = tar.extractfile(f"package/{f}")
+                    if data is None:
+                        raise SetupError(f"{pkg} has no {f}")
+                    out = target / name / Path(f).name
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_bytes(data.read())
+    return target
+
+
+def _inline_assets(m: folium.Map) -> None:
+    """Every Leaflet file inlined into the page's head, in load order; no CDN link left."""
+    root = ensure_assets()
+    head = m.get_root().header
+    for pkg, files in ASSETS.items():
+        for f in files:
+            body = (root / pkg.split("@")[0] / Path(f).name).read_text(encoding="utf-8")
+            tag = "style" if f.endswith(".css") else "script"
+            head.add_child(folium.Element(f"<{tag}>{body}</{tag}>"), name=f"asset_{Path(f).name}")
+
+
+def _offline(element: Any) -> Any:
+    element.default_js, element.default_css = [], []
+    return element
+
+
+def _open_cases(session: Session, scope: Scope, limit: int) -> list[list[Any]]:
+    term, params = scope_filter("i", scope)
+    rows = session.execute(text(f"""
+        SELECT ST_Y(i.geom), ST_X(i.geom), i.code, c.name_zh, i.category_code, i.status,
+               round(extract(epoch FROM now() - i.reported_at) / 3600.0)::int,
+               coalesce(s.name, ''), (i.status IN ('dispatched', 'in_progress') AND i.deadline_at < now())
+        FROM incident i JOIN category c ON c.code = i.category_code LEFT JOIN staff s ON s.id = i.assignee_id
+        WHERE i.status NOT IN ('closed', 'rejected') AND {term}
+        ORDER BY (i.status IN ('dispatched', 'in_progress') AND i.deadline_at < now()) DESC, i.reported_at DESC
+        LIMIT :limit"""), {**params, "limit": limit}).all()  # fmt: skip
+    return [[round(r[0], 5), round(r[1], 5), *r[2:]] for r in rows]  # 5 decimals: a metre
+
+
+def build_map(session: Session, scope: Scope, *, tiles: bool = True, days: int = 30, refresh_s: int = 120,
+              basemap: str | None = None, max_cases: int = 20_000) -> folium.Map:  # fmt: skip
+    """The command-center map for the caller's reach. With `tiles` (the page the API serves) the
+    grids, tracks, cameras and service points come from /tiles of the same origin; without (a
+    standalone file, `gridmap map --out`) the grids are inlined as a choropleth instead."""
+    until = dt.datetime.now(dt.UTC)
+    since = until - dt.timedelta(days=days)
+    frame = stats.grid_stats(session, scope, since=since, until=until, residents=False)
+    if len(frame):
+        west, south, east, north = frame.total_bounds
+    else:
+        west, south, east, north = 73.5, 18.0, 135.1, 53.6
+    m = _offline(folium.Map(location=[(south + north) / 2, (west + east) / 2], tiles=None, zoom_control=True,
+                            prefer_canvas=True, control_scale=True))  # fmt: skip
+    m.options.update(maxZoom=20, minZoom=3)  # without a tile layer Folium sets neither; clustering needs maxZoom
+    m.fit_bounds([[south, west], [north, east]])
+    _inline_assets(m)
+    if basemap:
+        folium.TileLayer(basemap, attr="base map", name="底图 Base map").add_to(m)
+    top = float(np.nanpercentile(frame["per_km2"], 95)) if len(frame) and frame["cases"].sum() else 1.0
+    grid_style = ("{grids: function(p, z) {var d = p.cases / Math.max(p.area_km2 || 1, 0.01); "
+                  f"var t = Math.min(d / {max(top, 1e-9):.6f}, 1); "
+                  "return {weight: z < 12 ? 0.4 : 1, color: p.overdue > 0 ? '#d7301f' : '#555', fill: true, "
+                  "fillColor: 'rgb(' + Math.round(255) + ',' + Math.round(245 - 200 * t) + ',' + Math.round(235 - 220 * t) + ')', "
+                  "fillOpacity: 0.55};}}")  # fmt: skip
+    layers = [("grids", f"{{rendererFactory: L.canvas.tile, interactive: true, maxNativeZoom: 22, vectorTileLayerStyles: {grid_style}}}"),
+              ("patrols", "{rendererFactory: L.canvas.tile, vectorTileLayerStyles: {patrols: {weight: 1, color: '#2166ac', opacity: 0.6}}}"),
+              ("cameras", "{rendererFactory: L.canvas.tile, vectorTileLayerStyles: {cameras: {radius: 2, color: '#4d4d4d', fill: true}}}"),
+              ("service_points", "{rendererFactory: L.canvas.tile, vectorTileLayerStyles: {service_points: {radius: 3, color: '#1a9850', fill: true}}}")]  # fmt: skip
+    for layer, options in layers if tiles else []:
+        if layer == "patrols" and not scope.all_grids:
+            continue  # tracks carry no grid to cut them by: city-wide roles only
+        query = f"?days={days}" if layer == "grids" else ""
+        _offline(VectorGridProtobuf(f"/tiles/{layer}/{{z}}/{{x}}/{{y}}.mvt{query}", LABELS[layer], options,
+                                    show=layer in ("grids", "patrols"))).add_to(m)  # fmt: skip
+    if not tiles and len(frame):
+        _choropleth(frame, top).add_to(m)
+    if len(frame):
+        centroids = frame.geometry.representative_point()
+        heat = [[round(p.y, 5), round(p.x, 5), float(w)] for p, w in zip(centroids, frame["weight"], strict=True) if w > 0]
+        _offline(HeatMap(heat, name=LABELS["heat"], radius=18, blur=14, min_opacity=0.3, show=False)).add_to(m)
+        spots = stats.hotspots(frame)
+        hot = spots[spots["spot"].str.startswith("hot")][["code", "name", "cases", "gi_z", "spot", "geom"]].copy()
+        if len(hot):
+            hot["geom"] = shapely.set_precision(hot.geometry.simplify(0.0001).values, 1e-5)
+            hot["gi_z"] = hot["gi_z"].round(2)
+            folium.GeoJson(
+                json.loads(hot.to_json(drop_id=True)), name=LABELS["hotspots"],
+                style_function=lambda f: {"color": HOT_COLOURS[f["properties"]["spot"]], "weight": 1,
+                                          "fillColor": HOT_COLOURS[f["properties"]["spot"]], "fillOpacity": 0.5},
+                tooltip=folium.GeoJsonTooltip(["code", "name", "cases", "gi_z", "spot"],
+                                              aliases=["网格 grid", "名称 name", "案件 cases", "Gi* z", "热点 spot"]),
+            ).add_to(m)  # fmt: skip
+    cases = _open_cases(session, scope, max_cases)
+    callback = ("function (row) {var m = L.circleMarker(new L.LatLng(row[0], row[1]), {radius: 5, weight: 1, "
+                "color: row[8] ? '#b2182b' : '#2166ac', fillOpacity: 0.8}); m.bindPopup('<b>' + row[2] + '</b><br>' + "
+                "row[3] + ' ' + row[4] + '<br>状态 status: ' + row[5] + (row[8] ? ' · <b>超期 overdue</b>' : '') + "
+                "'<br>已 ' + row[6] + ' 小时 hours<br>承办 assignee: ' + (row[7] || '—')); return m;}")  # fmt: skip
+    _offline(FastMarkerCluster(cases, callback=callback, name=f"{LABELS['incidents']} ({len(cases):,})")).add_to(m)
+    folium.LayerControl(collapsed=False).add_to(m)
+    m.get_root().html.add_child(folium.Element(_legend(days, refresh_s, len(frame), int(frame["cases"].sum()) if len(frame) else 0)))
+    m.get_root().header.add_child(folium.Element(
+        f"<meta name='gridmap-window-days' content='{days}'><title>gridmap 指挥中心 · command center</title>"
+        "<link rel='icon' href='data:,'>"))  # fmt: skip
+    return m
+
+
+def _choropleth(frame: Any, top: float) -> folium.GeoJson:
+    """The grids and their case density inlined (for a file that has no tile server)."""
+    grids = frame[["code", "name", "cases", "per_km2", "open", "overdue", "geom"]].copy()
+    grids["geom"] = grids.geometry.simplify(0.0002)
+    grids["t"] = (grids["per_km2"].fillna(0) / max(top, 1e-9)).clip(0, 1).round(3)
+
+    def style(feature: dict[str, Any]) -> dict[str, Any]:
+        t = feature["properties"]["t"]
+        return {"color": "#d7301f" if feature["properties"]["overdue"] else "#555", "weight": 0.6, "fillOpacity": 0.55,
+                "fillColor": f"rgb(255,{round(245 - 200 * t)},{round(235 - 220 * t)})"}  # fmt: skip
+
+    return folium.GeoJson(json.loads(grids.to_json(drop_id=True)), name=LABELS["grids"], style_function=style,
+                          tooltip=folium.GeoJsonTooltip(["code", "name", "cases", "open", "overdue"],
+                                                        aliases=["网格 grid", "名称 name", "案件 cases", "未结 open", "超期 overdue"]))  # fmt: skip
+
+
+def _legend(days: int, refresh_s: int, grids: int, cases: int) -> str:
+    options = "".join(f"<option value='{d}'{' selected' if d == days else ''}>{d} 天 days</option>" for d in (1, 7, 30, 90, 365))
+    refresh = (f"<script>setTimeout(function () {{ window.location.reload(); }}, {refresh_s * 1000});</script>"
+               if refresh_s > 0 else "")  # fmt: skip
+    return f"""
+<div id="gridmap-legend" style="position: fixed; bottom: 24px; left: 12px; z-index: 9999; background: white; padding: 8px 10px;
+     border: 1px solid #999; border-radius: 4px; font: 12px/1.4 sans-serif; max-width: 260px">
+  <b>gridmap 指挥中心 · command center</b><br>
+  {grids:,} 网格 grids · {cases:,} 案件 cases<br>
+  时间窗口 window: <select id="gridmap-window" onchange="var u = new URL(window.location.href); u.searchParams.set('days', this.value); window.location.href = u.toString();">{options}</select><br>
+  <span style="display:inline-block;width:12px;height:12px;background:rgb(255,45,15)"></span> 案件密度高 high case density<br>
+  <span style="display:inline-block;width:12px;height:12px;background:rgb(255,245,235)"></span> 案件密度低 low case density<br>
+  <span style="display:inline-block;width:12px;height:12px;border:2px solid #d7301f"></span> 有超期案件 has overdue cases<br>
+  <span style="display:inline-block;width:12px;height:12px;background:{HOT_COLOURS["hot_99"]}"></span> 热点 99% hotspot (Gi*)<br>
+  <span style="display:inline-block;width:12px;height:12px;border-radius:6px;background:#b2182b"></span> 超期案件 overdue case
+  <span style="display:inline-block;width:12px;height:12px;border-radius:6px;background:#2166ac"></span> 未结 open<br>
+  <span style="display:inline-block;width:12px;height:3px;background:#2166ac"></span> 巡查轨迹 patrol tracks<br>
+  每 {refresh_s} 秒刷新 refreshes every {refresh_s} s
+</div>{refresh}"""
+
+
+def render(m: folium.Map) -> str:
+    """The map as one HTML page."""
+    out = io.StringIO()
+    out.write(m.get_root().render())
+    return out.getvalue()
