@@ -223,10 +223,12 @@ def _register_subcommands() -> None:
     from gridmap.cli_auth import key_app, user_app
     from gridmap.cli_io import export_command, import_app
     from gridmap.cli_sla import sla_app
+    from gridmap.cli_stats import stats_app
 
     app.add_typer(import_app, name="import")
     app.command("export")(export_command)
     app.add_typer(sla_app, name="sla")
+    app.add_typer(stats_app, name="stats")
     app.add_typer(user_app, name="user")
     app.add_typer(key_app, name="key")
 

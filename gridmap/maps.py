@@ -42,7 +42,7 @@ HOT_COLOURS = {"hot_99": "#b2182b", "hot_95": "#ef8a62", "hot_90": "#fddbc7"}
 LABELS = {
     "grids": "网格与案件密度 Grids · case density", "heat": "热力图 Heatmap", "hotspots": "热点网格 Hotspots (Gi*)",
     "incidents": "未结与超期案件 Open & overdue cases", "patrols": "巡查轨迹 Patrol tracks", "cameras": "监控 Cameras",
-    "service_points": "服务点 Service points",
+    "service_points": "服务点 Service points", "gaps": "巡查空白 Patrol gaps (never patrolled)",
 }  # fmt: skip
 
 
@@ -137,13 +137,14 @@ def build_map(session: Session, scope: Scope, *, tiles: bool = True, days: int =
     layers = [("grids", f"{{rendererFactory: L.canvas.tile, interactive: true, maxNativeZoom: 22, vectorTileLayerStyles: {grid_style}}}"),
               ("patrols", "{rendererFactory: L.canvas.tile, vectorTileLayerStyles: {patrols: {weight: 1, color: '#2166ac', opacity: 0.6}}}"),
               ("cameras", "{rendererFactory: L.canvas.tile, vectorTileLayerStyles: {cameras: {radius: 2, color: '#4d4d4d', fill: true}}}"),
-              ("service_points", "{rendererFactory: L.canvas.tile, vectorTileLayerStyles: {service_points: {radius: 3, color: '#1a9850', fill: true}}}")]  # fmt: skip
+              ("service_points", "{rendererFactory: L.canvas.tile, vectorTileLayerStyles: {service_points: {radius: 3, color: '#1a9850', fill: true}}}"),
+              ("gaps", "{rendererFactory: L.canvas.tile, vectorTileLayerStyles: {gaps: {weight: 0, fill: true, fillColor: '#762a83', fillOpacity: 0.45}}}")]  # fmt: skip
     for layer, options in layers if tiles else []:
         if layer == "patrols" and not scope.all_grids:
             continue  # tracks carry no grid to cut them by: city-wide roles only
         query = f"?days={days}" if layer == "grids" else ""
         _offline(VectorGridProtobuf(f"/tiles/{layer}/{{z}}/{{x}}/{{y}}.mvt{query}", LABELS[layer], options,
-                                    show=layer in ("grids", "patrols"))).add_to(m)  # fmt: skip
+                                    show=layer in ("grids", "patrols", "gaps"))).add_to(m)  # fmt: skip
     if not tiles and len(frame):
         _choropleth(frame, top).add_to(m)
     if len(frame):
@@ -169,7 +170,9 @@ def build_map(session: Session, scope: Scope, *, tiles: bool = True, days: int =
                 "'<br>已 ' + row[6] + ' 小时 hours<br>承办 assignee: ' + (row[7] || '—')); return m;}")  # fmt: skip
     _offline(FastMarkerCluster(cases, callback=callback, name=f"{LABELS['incidents']} ({len(cases):,})")).add_to(m)
     folium.LayerControl(collapsed=False).add_to(m)
-    m.get_root().html.add_child(folium.Element(_legend(days, refresh_s, len(frame), int(frame["cases"].sum()) if len(frame) else 0)))
+    snapshot = session.execute(text("SELECT max(computed_at), max(until) - min(since) FROM coverage_snapshot")).one()
+    m.get_root().html.add_child(folium.Element(_legend(days, refresh_s, len(frame), int(frame["cases"].sum()) if len(frame) else 0,
+                                                       snapshot)))  # fmt: skip
     m.get_root().header.add_child(folium.Element(
         f"<meta name='gridmap-window-days' content='{days}'><title>gridmap 指挥中心 · command center</title>"
         "<link rel='icon' href='data:,'>"))  # fmt: skip
@@ -192,7 +195,7 @@ def _choropleth(frame: Any, top: float) -> folium.GeoJson:
                                                         aliases=["网格 grid", "名称 name", "案件 cases", "未结 open", "超期 overdue"]))  # fmt: skip
 
 
-def _legend(days: int, refresh_s: int, grids: int, cases: int) -> str:
+def _legend(days: int, refresh_s: int, grids: int, cases: int, snapshot: Any) -> str:
     options = "".join(f"<option value='{d}'{' selected' if d == days else ''}>{d} 天 days</option>" for d in (1, 7, 30, 90, 365))
     refresh = (f"<script>setTimeout(function () {{ window.location.reload(); }}, {refresh_s * 1000});</script>"
                if refresh_s > 0 else "")  # fmt: skip
@@ -209,6 +212,8 @@ def _legend(days: int, refresh_s: int, grids: int, cases: int) -> str:
   <span style="display:inline-block;width:12px;height:12px;border-radius:6px;background:#b2182b"></span> 超期案件 overdue case
   <span style="display:inline-block;width:12px;height:12px;border-radius:6px;background:#2166ac"></span> 未结 open<br>
   <span style="display:inline-block;width:12px;height:3px;background:#2166ac"></span> 巡查轨迹 patrol tracks<br>
+  <span style="display:inline-block;width:12px;height:12px;background:#762a83;opacity:.6"></span> 巡查空白 never patrolled
+  ({f"{snapshot[1].days} 天 days, {snapshot[0]:%Y-%m-%d %H:%M}" if snapshot[0] else "未计算 not computed: gridmap stats refresh-coverage"})<br>
   每 {refresh_s} 秒刷新 refreshes every {refresh_s} s
 </div>{refresh}"""
 

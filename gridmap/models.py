@@ -18,6 +18,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -455,6 +456,22 @@ class ServicePoint(Base):
         *geom_rules("service_point"),
     )
 
+
+
+class CoverageSnapshot(Base):
+    """Patrol coverage per grid computed ahead (migration 0015, `gridmap stats refresh-coverage`)."""
+
+    __tablename__ = "coverage_snapshot"
+    grid_code: Mapped[str] = mapped_column(String(15), primary_key=True)
+    since: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    until: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    buffer_m: Mapped[float] = mapped_column(Float)
+    computed_at: Mapped[dt.datetime] = now_col()
+    tracks: Mapped[int] = mapped_column(Integer)
+    covered_share: Mapped[float] = mapped_column(Float)
+    road_covered_share: Mapped[float | None] = mapped_column(Float)
+    uncovered: Mapped[Any] = mapped_column(Geometry("MULTIPOLYGON", srid=SRID, spatial_index=False), nullable=True)
+    __table_args__ = (Index("ix_coverage_snapshot_uncovered", "uncovered", postgresql_using="gist"),)
 
 class AuditLog(Base):
     """Append-only: who read or changed what, when, from where."""

@@ -80,7 +80,7 @@ def test_the_map_in_a_real_browser(demo_engine: Engine) -> None:
         server.wait(timeout=15)
     assert not errors, errors
     text = " ".join(overlays)
-    for name in ("Grids", "Heatmap", "Open & overdue cases", "Patrol tracks", "Cameras", "Service points"):
+    for name in ("Grids", "Heatmap", "Open & overdue cases", "Patrol tracks", "Cameras", "Service points", "Patrol gaps"):
         assert name in text, (name, overlays)
     assert "command center" in legend and "window" in legend
     assert markers > 0 and canvases > 0, (markers, canvases)

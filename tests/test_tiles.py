@@ -210,3 +210,17 @@ def test_tiles_are_cut_to_the_callers_reach(world: World) -> None:
     auditor = key_headers(world.engine, "auditor")
     assert get_tile(world, "grids", CITY_TILE, auditor).status_code == 403
     assert world.client.get(f"/tiles/grids/{CITY_TILE.z}/{CITY_TILE.x}/{CITY_TILE.y}.mvt").status_code == 401
+
+
+def test_the_gap_layer_shows_the_coverage_snapshot(world: World) -> None:
+    from gridmap.services import stats
+
+    t = mercantile.tile(*IN_A1, 14)
+    assert get_tile(world, "gaps", t).status_code == 204  # nothing computed yet
+    with Session(world.engine) as s, s.begin():
+        done = stats.refresh_coverage(s, days=1)
+    assert done["grids"] == 4
+    wait_until(lambda: get_tile(world, "gaps", t).status_code == 200)  # the refresh dropped the cached empty tile
+    gaps = {f["properties"]["grid_code"]: f["properties"] for f in features(world, "gaps", t)}
+    assert 0 < gaps[GRID_A1]["covered_share"] < 1 and gaps[GRID_A1]["tracks"] == 1
+    assert {f["properties"]["grid_code"] for f in features(world, "gaps", t, world.worker)} == {GRID_A1}  # cut to his grid

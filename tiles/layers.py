@@ -159,11 +159,26 @@ SERVICE_POINTS = Layer(
     scope_alias="sp",
 )  # fmt: skip
 
+GAPS = Layer(
+    "gaps", "巡查空白", "patrol gaps", 10, "Polygon",
+    {"grid_code": "grid", "covered_share": "share of the grid's area patrolled", "tracks": "tracks that came near",
+     "computed_at": "when the snapshot was computed, Unix seconds"},
+    f"""SELECT c.grid_code, round(c.covered_share::numeric, 3)::float AS covered_share, c.tracks,
+         extract(epoch FROM c.computed_at)::bigint AS computed_at,
+         {_geom("ST_Simplify(ST_Transform(c.uncovered, 3857), :px, true)")} AS geom
+       FROM {TILE}, coverage_snapshot c
+       WHERE c.uncovered && b.box AND {{scope}} ORDER BY c.covered_share LIMIT :limit""",
+    scope_alias="c", id_field=False, ttl=3600.0,
+    notes=["the parts of each grid no patrol came near, from `gridmap stats refresh-coverage` (computed ahead: "
+           "minutes for a city)"],
+)  # fmt: skip
+
 LAYERS: dict[str, Layer] = {layer.name: layer for layer in
-                            (GRIDS, INCIDENTS, DENSITY, DENSITY_POINTS, BUILDINGS, PATROLS, CAMERAS, SERVICE_POINTS)}  # fmt: skip
+                            (GRIDS, INCIDENTS, DENSITY, DENSITY_POINTS, BUILDINGS, PATROLS, CAMERAS, SERVICE_POINTS, GAPS)}  # fmt: skip
 # which layers a change notice concerns
 INCIDENT_LAYERS = ("incidents", "density", "density_points", "grids")
-TABLE_LAYERS = {"building": "buildings", "camera": "cameras", "service_point": "service_points", "patrol_track": "patrols"}
+TABLE_LAYERS = {"building": "buildings", "camera": "cameras", "service_point": "service_points", "patrol_track": "patrols",
+                "coverage_snapshot": "gaps"}
 
 
 def statement(layer: Layer, scope_term: str) -> str:

@@ -234,6 +234,34 @@ def coverage(session: Session, scope: Scope, *, since: dt.datetime | None = None
     return result
 
 
+def refresh_coverage(session: Session, *, days: int = 7, buffer_m: float = 50.0,
+                     until: dt.datetime | None = None) -> dict[str, Any]:  # fmt: skip
+    """Compute the whole city's coverage for the last `days` and replace `coverage_snapshot`
+    with it in the caller's transaction (the map and the `gaps` tiles read it)."""
+    from geoalchemy2.shape import from_shape
+
+    from gridmap.models import CoverageSnapshot
+
+    until = until or dt.datetime.now(dt.UTC)
+    since = until - dt.timedelta(days=days)
+    everything = Scope(clear=False, all_grids=True, grids=())
+    covered = coverage(session, everything, since=since, until=until, buffer_m=buffer_m)
+    session.execute(text("DELETE FROM coverage_snapshot"))
+    rows = []
+    for row in covered.itertuples():
+        gone = row.uncovered
+        multi = None if gone is None or gone.is_empty else shapely.MultiPolygon(
+            [p for p in getattr(gone, "geoms", [gone]) if p.geom_type == "Polygon"])  # fmt: skip
+        rows.append(CoverageSnapshot(grid_code=row.code, since=since, until=until, buffer_m=buffer_m, tracks=int(row.tracks),
+                                     covered_share=float(row.covered_share),
+                                     road_covered_share=None if np.isnan(row.road_covered_share) else float(row.road_covered_share),
+                                     uncovered=from_shape(multi, srid=4326) if multi is not None and not multi.is_empty else None))  # fmt: skip
+    session.add_all(rows)
+    session.flush()
+    return {"grids": len(rows), "since": since.isoformat(), "until": until.isoformat(), "buffer_m": buffer_m,
+            "mean_covered_share": round(float(covered["covered_share"].mean()), 4) if len(covered) else None}  # fmt: skip
+
+
 def _buffers(lines: np.ndarray, buffer_m: float) -> np.ndarray:
     """The tracks' buffers: GPS jitter under 5 m simplified away first, two threads (GEOS
     releases the GIL), round ends with 4 segments per quarter circle (area error < 0.5 %)."""
