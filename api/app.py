@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -72,6 +73,21 @@ class _TooLarge(Exception):
     pass
 
 
+def _warm_up(engine) -> None:  # type: ignore[no-untyped-def]
+    """PySAL and the grids' contiguity, ahead of the first map (in the background at startup)."""
+    import logging
+
+    from sqlalchemy.orm import Session
+
+    from gridmap.services import stats
+
+    try:
+        with Session(engine) as session:
+            stats.warm_up(session)
+    except Exception as exc:  # a warm-up must never stop the API; the first map just pays for it
+        logging.getLogger("gridmap.api").warning("warm-up skipped: %s", str(exc).splitlines()[0] if str(exc) else exc)
+
+
 PUBLIC_PATHS = frozenset({"/healthz", "/v1/auth/token", "/map"})  # /map: the sign-in form until signed in
 
 
@@ -126,6 +142,7 @@ def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
                 lambda notices: principals.clear() if any(c in ("gridmap_auth", "gridmap_staff") for c, _ in notices) else None)  # fmt: skip
         with Session(app.state.engine) as session, session.begin():
             ensure_case_sequences(session)
+        threading.Thread(target=_warm_up, args=(app.state.engine,), name="gridmap-warm-up", daemon=True).start()
         yield
         app.state.grid_index.close()
         if getattr(app.state, "reports", None) is not None:

@@ -247,11 +247,23 @@ def main() -> None:
         err.print(f"[red]error:[/] {exc.detail}" + (f" — {exc.hint}" if exc.hint else ""), highlight=False)
         sys.exit(1)
     except DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        err.print(f"[red]error:[/] database: {reason}", highlight=False)
-        sys.exit(1)
+        _database_error(exc)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # a library that wraps a database error (pandas.read_sql): say the database's reason
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, DBAPIError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        _database_error(cause)
+
+
+def _database_error(exc: DBAPIError) -> None:
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+    hint = " — a long computation: raise GRIDMAP_STATEMENT_TIMEOUT_MS for this command" if "statement timeout" in reason else ""
+    err.print(f"[red]error:[/] database: {reason}{hint}", highlight=False)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

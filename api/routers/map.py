@@ -20,6 +20,7 @@ from api.deps import COOKIE, SessionDep, authenticate, refuse_unless
 from api.routers.auth import THROTTLE
 from gridmap import access, auth, maps
 from gridmap.errors import Unauthorized
+from gridmap.settings import api_settings
 
 router = APIRouter(tags=["map"])
 
@@ -53,7 +54,8 @@ async def command_center(
     def build() -> str:
         with Session(request.app.state.engine) as session:
             scope = access.narrow(access.reach(session, principal, "map.read"), area)
-            return maps.render(maps.build_map(session, scope, days=days, refresh_s=refresh))
+            return maps.render(maps.build_map(session, scope, days=days, refresh_s=refresh,
+                                              basemap=api_settings().basemap_url))  # fmt: skip
 
     page = await run_in_threadpool(build)
     return HTMLResponse(page, headers={"Cache-Control": "private, no-store"})
