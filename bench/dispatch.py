@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,12 +45,6 @@ from gridmap.settings import db_settings
 
 OUT = Path(__file__).parent / "results"
 PGBENCH = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))), None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 KEY: dict[str, str] = {}  # the API key of this run (every endpoint but health needs one)
@@ -184,23 +177,13 @@ def main() -> None:
     with Session(engine) as session, session.begin():  # a dispatcher's key, as the hotline system would have
         KEY["X-API-Key"] = auth.add_api_key(session, name="bench dispatch", role="dispatcher")
     tmp = Path(tempfile.mkdtemp(prefix="gridmap-bench-"))
-    port = free_port()
+    port = loadtools.free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "gridmap.cli", "serve", "--port", str(port), "--workers", str(args.workers)],
                               env={**os.environ, "GRIDMAP_DATABASE_URL": url}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     results: dict = {"grids_in_force": grids, "seconds_per_run": args.seconds, "api_workers": args.workers}
     try:
-        started = time.monotonic()
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() - started > 120:
-                sys.exit(f"error: the API did not start: {server.stderr.read().decode()[-500:] if server.stderr else ''}")
-            time.sleep(0.3)
-        results["api_start_s"] = round(time.monotonic() - started, 1)
+        results["api_start_s"] = round(loadtools.wait_until_up(base + "/healthz", server), 1)
         lua_points = ",".join(f"{{{x:.7f},{y:.7f}}}" for x, y in pts)
         (tmp / "locate.lua").write_text(
             f"local pts = {{{lua_points}}}\nlocal i = 0\n"

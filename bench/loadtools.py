@@ -1,11 +1,16 @@
-"""Load tools shared by the benchmarks: wrk with its latency percentiles parsed."""
+"""Load tools shared by the benchmarks: wrk with its latency percentiles parsed; a free port; waiting for a server."""
 
 from __future__ import annotations
 
 import collections
 import re
+import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
+
+import httpx
 
 
 def wrk(url: str, clients: int, seconds: int, script: Path | None = None, headers: dict[str, str] | None = None) -> dict:
@@ -33,3 +38,24 @@ def wrk(url: str, clients: int, seconds: int, script: Path | None = None, header
     if proc.stderr.strip():  # scripts write the answers that were not 2xx there: name them
         result["not_2xx"] = dict(collections.Counter(proc.stderr.strip().splitlines()).most_common(5))
     return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, seconds: float = 120) -> float:
+    """Seconds until `url` answers 200; one clear line and exit if the server dies or never answers."""
+    started = time.monotonic()
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() - started > seconds:
+            tail = proc.stderr.read().decode()[-500:] if proc.stderr and proc.poll() is not None else ""
+            sys.exit(f"error: the server behind {url} did not start: {tail}")
+        time.sleep(0.3)

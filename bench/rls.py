@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import loadtools  # bench/loadtools.py, beside this script
 import numpy as np
 import psycopg
 from sqlalchemy import Engine, event, text
@@ -225,12 +226,12 @@ def measure_http(url: str, grid: str, iterations: int, rounds: int, budget: floa
     servers, clients = {}, {}
     try:
         for variant, mode in (("plain", "off"), ("rls", "on")):
-            port = _free_port()
+            port = loadtools.free_port()
             servers[variant] = subprocess.Popen([sys.executable, "-c", SERVER, str(port), mode],
                                                 env={**os.environ, "GRIDMAP_DATABASE_URL": url})  # fmt: skip
             clients[variant] = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
         for variant, client in clients.items():
-            _wait(client, servers[variant])
+            loadtools.wait_until_up(f"{client.base_url}healthz", servers[variant])
         rows = []
         for level in LEVELS:
             for call, (path, params) in HTTP_CALLS.items():
@@ -263,29 +264,6 @@ def measure_http(url: str, grid: str, iterations: int, rounds: int, budget: floa
         with engine.begin() as conn:  # the keys end; the audit rows of their reads stay (the log is append-only)
             conn.execute(text("UPDATE api_key SET revoked_at = now() WHERE name = 'bench rls' AND revoked_at IS NULL"))
         engine.dispose()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(client: Any, server: Any) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            sys.exit("error: the API server did not start")
-        try:
-            if client.get("/healthz").status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    sys.exit("error: the API server did not answer within 120 s")
 
 
 def main() -> None:

@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import loadtools  # bench/loadtools.py, beside this script
 import mercantile
 import numpy as np
@@ -53,14 +52,6 @@ PAIRS = [("grids", "public.grid", (10, 13, 16)), ("incidents", "public.incident"
          ("buildings", "public.building", (16,))]  # fmt: skip
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def tipg_python() -> Path:
     python = TIPG_VENV / "bin" / "python"
     if not python.exists():
@@ -68,20 +59,6 @@ def tipg_python() -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(TIPG_VENV)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "tipg", "uvicorn"], check=True)
     return python
-
-
-def wait(client: httpx.Client, path: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"error: a server did not start ({path})")
-        try:
-            if client.get(path).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    sys.exit(f"error: no answer on {path} within 120 s")
 
 
 def timed(conn: http.client.HTTPConnection, path: str, headers: dict[str, str] | None = None) -> tuple[float, int, int]:
@@ -119,7 +96,7 @@ def main() -> None:
     with Session(engine) as session, session.begin():
         key = {"X-API-Key": auth.add_api_key(session, name="bench tiles", role="admin")}
     pg_url = "postgresql://" + url.split("://", 1)[1]
-    gm_port, tp_port = free_port(), free_port()
+    gm_port, tp_port = loadtools.free_port(), loadtools.free_port()
     servers = [
         subprocess.Popen([sys.executable, "-m", "gridmap.cli", "serve", "--port", str(gm_port)],
                          env={**os.environ, "GRIDMAP_DATABASE_URL": url}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
@@ -131,12 +108,8 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     started = time.monotonic()
     try:
-        gm = httpx.Client(base_url=f"http://127.0.0.1:{gm_port}", timeout=120)
-        tp = httpx.Client(base_url=f"http://127.0.0.1:{tp_port}", timeout=120)
-        wait(gm, "/healthz", servers[0])
-        wait(tp, "/collections", servers[1])
-        gm.close()
-        tp.close()
+        loadtools.wait_until_up(f"http://127.0.0.1:{gm_port}/healthz", servers[0])
+        loadtools.wait_until_up(f"http://127.0.0.1:{tp_port}/collections", servers[1])
         tmp = Path(tempfile.mkdtemp(prefix="gridmap-tiles-"))
         for layer, collection, zooms in PAIRS:
             for z in zooms:

@@ -100,10 +100,6 @@ TEXT_LIMITS = {"name": 64, "relation": 12}
 MAX_TAGS, MAX_TAG = 20, 20
 
 
-def _writer(principal: Principal, scope: Scope) -> None:
-    require(principal, "residents.write")
-
-
 def _text_field(name: str, value: str | None, *, required: bool = False) -> str | None:
     value = value.strip() if isinstance(value, str) else value
     if not value:
@@ -160,7 +156,7 @@ def create_resident(session: Session, principal: Principal, scope: Scope, *, hou
     """
     from gridmap import phone as phones
 
-    _writer(principal, scope)
+    require(principal, "residents.write")
     household = _household(session, scope, household_id)
     values = {"household": household.id, "building": household.building_id, "grid": household.grid_code,
               "name": _text_field("name", name, required=True), "relation": _text_field("relation", relation),
@@ -199,7 +195,7 @@ def update_resident(session: Session, principal: Principal, scope: Scope, reside
     grid follows the household)."""
     from gridmap import phone as phones
 
-    _writer(principal, scope)
+    require(principal, "residents.write")
     row = session.execute(text(f"SELECT {COLUMNS} FROM resident r WHERE r.id = :id"), {"id": resident_id}).first()
     if row is None or not scope.covers(row.grid_code):
         raise NotFound(f"No resident {resident_id}")
@@ -297,7 +293,7 @@ def resolve_review(session: Session, principal: Principal, scope: Scope, residen
 
 
 def delete_resident(session: Session, principal: Principal, scope: Scope, resident_id: int) -> None:
-    _writer(principal, scope)
+    require(principal, "residents.write")
     term, params = scope_filter("r", scope)
     row = session.execute(text(f"DELETE FROM resident r WHERE r.id = :id AND {term} RETURNING r.grid_code"),
                           {"id": resident_id, **params}).first()  # fmt: skip
@@ -331,7 +327,7 @@ def list_households(session: Session, principal: Principal, scope: Scope, *, gri
 def create_household(session: Session, principal: Principal, scope: Scope, *, building_id: int | None = None,
                      grid_code: str | None = None, unit_no: str | None = None) -> dict[str, Any]:  # fmt: skip
     """A household in a building (its grid follows the building) or, without one, in a grid of yours."""
-    _writer(principal, scope)
+    require(principal, "residents.write")
     if building_id is not None:
         building = session.execute(text("SELECT id, grid_code FROM building WHERE id = :id"), {"id": building_id}).first()
         if building is None or not scope.covers(building.grid_code):
@@ -354,7 +350,7 @@ def create_household(session: Session, principal: Principal, scope: Scope, *, bu
 
 def delete_household(session: Session, principal: Principal, scope: Scope, household_id: int) -> None:
     """Remove a household of the caller's grids once nobody is registered in it any more."""
-    _writer(principal, scope)
+    require(principal, "residents.write")
     row = session.execute(text("SELECT id, grid_code FROM household WHERE id = :id"), {"id": household_id}).first()
     if row is None or not scope.covers(row.grid_code):
         raise NotFound(f"No household {household_id}")
