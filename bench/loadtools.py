@@ -46,12 +46,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until_up(url: str, proc: subprocess.Popen, seconds: float = 120) -> float:
-    """Seconds until `url` answers 200; one clear line and exit if the server dies or never answers."""
+def wait_until_up(url: str, proc: subprocess.Popen, seconds: float = 120, warmed: bool = False) -> float:
+    """Seconds until `url` answers 200 (and with `warmed`, until gridmap's /healthz says its
+    background warm-up is over: it holds the GIL for seconds); one clear line and exit if the
+    server dies or never answers."""
     started = time.monotonic()
     while True:
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            r = httpx.get(url, timeout=1)
+            if r.status_code == 200 and not (warmed and r.json().get("warm_up") == "running"):
                 return time.monotonic() - started
         except httpx.HTTPError:
             pass

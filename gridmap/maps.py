@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from gridmap.access import Scope, scope_filter
 from gridmap.errors import SetupError
 from gridmap.services import stats
+from gridmap.services.casecounts import open_sql, overdue_sql
 
 # npm package → the files of it the page needs, in load order
 ASSETS: dict[str, list[str]] = {
@@ -101,10 +102,10 @@ def _open_cases(session: Session, scope: Scope, limit: int) -> list[list[Any]]:
     rows = session.execute(text(f"""
         SELECT ST_Y(i.geom), ST_X(i.geom), i.code, c.name_zh, i.category_code, i.status,
                round(extract(epoch FROM now() - i.reported_at) / 3600.0)::int,
-               coalesce(s.name, ''), (i.status IN ('dispatched', 'in_progress') AND i.deadline_at < now())
+               coalesce(s.name, ''), {overdue_sql()}
         FROM incident i JOIN category c ON c.code = i.category_code LEFT JOIN staff s ON s.id = i.assignee_id
-        WHERE i.status NOT IN ('closed', 'rejected') AND {term}
-        ORDER BY (i.status IN ('dispatched', 'in_progress') AND i.deadline_at < now()) DESC, i.reported_at DESC
+        WHERE {open_sql()} AND {term}
+        ORDER BY {overdue_sql()} DESC, i.reported_at DESC
         LIMIT :limit"""), {**params, "limit": limit}).all()  # fmt: skip
     return [[round(r[0], 5), round(r[1], 5), *r[2:]] for r in rows]  # 5 decimals: a metre
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
     Date,
     DateTime,
     Float,
@@ -30,6 +31,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, INET, JSONB, ExcludeConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -149,6 +151,8 @@ class Grid(Base):
     valid_to: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     plan_id: Mapped[int | None] = mapped_column(ForeignKey("plan.id", ondelete="RESTRICT"))
     created_at: Mapped[dt.datetime] = now_col()
+    # on the ellipsoid, written with the boundary (migration 0017)
+    area_m2: Mapped[float] = mapped_column(Float, Computed("ST_Area(geom::geography)", persisted=True))
     __table_args__ = (
         CheckConstraint("code ~ '^[0-9]{15}$'", name="grid_code_form"),
         CheckConstraint(_in("kind", vocab.GRID_KINDS), name="grid_kind"),
@@ -472,6 +476,26 @@ class CoverageSnapshot(Base):
     road_covered_share: Mapped[float | None] = mapped_column(Float)
     uncovered: Mapped[Any] = mapped_column(Geometry("MULTIPOLYGON", srid=SRID, spatial_index=False), nullable=True)
     __table_args__ = (Index("ix_coverage_snapshot_uncovered", "uncovered", postgresql_using="gist"),)
+
+
+class GridCaseCount(Base):
+    """Open, overdue and recent cases per grid, kept ahead for the grids tiles (migration 0016)."""
+
+    __tablename__ = "grid_case_count"
+    grid_code: Mapped[str] = mapped_column(String(15), primary_key=True)
+    open: Mapped[int] = mapped_column(Integer)
+    overdue: Mapped[int] = mapped_column(Integer)
+    cases: Mapped[int] = mapped_column(Integer)
+
+
+class CaseCountRefresh(Base):
+    """One row: when the per-grid case counts were last recounted in full, over which window."""
+
+    __tablename__ = "case_count_refresh"
+    id: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=true())
+    window_days: Mapped[int] = mapped_column(Integer)
+    refreshed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (CheckConstraint("id", name="case_count_refresh_one_row"),)
 
 class AuditLog(Base):
     """Append-only: who read or changed what, when, from where."""

@@ -80,6 +80,11 @@ def features(world: World, layer: str, t: mercantile.Tile, headers: dict[str, st
     return decoded[layer]["features"]
 
 
+def scalar_rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(text(sql), params).all())
+
+
 def scalar(engine: Engine, sql: str, **params: Any) -> Any:
     with engine.connect() as conn:
         return conn.execute(text(sql), params).scalar()
@@ -96,13 +101,64 @@ def test_layers_and_tilejson(world: World) -> None:
     assert world.client.get("/tiles/density.json", params={"days": 90}, headers=world.admin).json()["tiles"][0].endswith("?days=90")
 
 
+def _grid_counts(world: World, **params: Any) -> dict[str, dict]:
+    return {f["properties"]["code"]: f["properties"] for f in features(world, "grids", CITY_TILE, **params)}
+
+
+def _counted(world: World, days: int = 30) -> dict[str, tuple[int, int, int]]:
+    with world.engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT g.code, count(i.id) FILTER (WHERE i.status NOT IN ('closed', 'rejected')), "
+            "count(i.id) FILTER (WHERE i.status IN ('dispatched', 'in_progress') AND i.deadline_at < now()), "
+            "count(i.id) FILTER (WHERE i.reported_at >= now() - make_interval(days => :d)) "
+            "FROM grid g LEFT JOIN incident i ON i.grid_code = g.code WHERE g.valid_to IS NULL GROUP BY g.code"), {"d": days}).all()
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
 def test_the_grid_tile_is_the_database(world: World) -> None:
-    got = {f["properties"]["code"]: f["properties"] for f in features(world, "grids", CITY_TILE)}
+    def as_counted() -> bool:
+        got = _grid_counts(world)
+        return {c: (p["open"], p["overdue"], p["cases"]) for c, p in got.items()} == _counted(world)
+
+    wait_until(as_counted)  # the kept counts follow the reports within a fraction of a second
+    got = _grid_counts(world)
     assert set(got) == {GRID_A1, GRID_A2, GRID_B1, GRID_B2}
-    for code, props in got.items():
-        open_cases = scalar(world.engine, "SELECT count(*) FROM incident WHERE grid_code = :g AND status NOT IN ('closed', 'rejected')", g=code)
-        assert props["open"] == open_cases and props["community"] == code[:12] and props["overdue"] == 0
+    assert all(props["community"] == code[:12] for code, props in got.items())
     assert got[GRID_A1]["open"] >= 1 and got[GRID_A1]["name"] == "第001网格"
+    week = _grid_counts(world, days=7)  # another window: counted as the tile renders
+    assert {c: p["cases"] for c, p in week.items()} == {c: n[2] for c, n in _counted(world, 7).items()}
+
+
+def test_grid_counts_are_kept_ahead_and_fall_back_when_stale(world: World) -> None:
+    from gridmap.services import casecounts
+
+    wait_until(lambda: scalar(world.engine, "SELECT count(*) FROM case_count_refresh") == 1)
+    kept = dict(scalar_rows(world.engine, "SELECT grid_code, open FROM grid_case_count"))
+    assert kept == {c: n[0] for c, n in _counted(world).items() if any(n)}  # grids without cases have no row
+    with world.engine.begin() as conn:  # nothing changed: a recount writes nothing and notifies nothing
+        assert casecounts.recount(conn) == [] and casecounts.recount(conn, [GRID_A1, "999999999999999"]) == []
+    keeper = world.client.app.state.case_counts
+    keeper.close()  # no keeper: the counts go stale, and tiles count as they render again
+    try:
+        with world.engine.begin() as conn:
+            conn.execute(text("UPDATE grid_case_count SET open = open + 100"))
+            conn.execute(text("UPDATE case_count_refresh SET refreshed_at = now() - interval '1 hour'"))
+            conn.execute(text("SELECT pg_notify('gridmap_layers', 'grid_case_count')"))
+        wait_until(lambda: {c: p["open"] for c, p in _grid_counts(world).items()} == {c: n[0] for c, n in _counted(world).items()})
+        with world.engine.begin() as conn:  # a full recount repairs the rows and names them
+            changed = casecounts.recount(conn)
+        assert sorted(changed) == sorted(kept)
+    finally:
+        world.client.app.state.case_counts = casecounts.CaseCountKeeper(world.engine)
+        world.client.app.state.grid_index.subscribers.append(world.client.app.state.case_counts.notice)
+
+
+def test_case_count_notices_name_the_grids() -> None:
+    from gridmap.services.casecounts import changed_codes
+
+    assert changed_codes("grid_case_count") is None
+    assert changed_codes("grid_case_count:340104001001001,340104001001002") == ["340104001001001", "340104001001002"]
+    assert changed_codes("building") == []
 
 
 def test_incident_tiles_carry_cases_without_personal_data(world: World) -> None:
@@ -164,6 +220,8 @@ def test_etag_and_conditional_requests(world: World) -> None:
     assert first.headers["cache-control"].startswith("private, max-age=")
     unchanged = get_tile(world, "buildings", t, {**world.admin, "If-None-Match": first.headers["etag"]})
     assert unchanged.status_code == 304 and unchanged.content == b""
+    again = get_tile(world, "buildings", t, {**world.admin, "Cache-Control": "no-cache"})  # rendered again
+    assert again.headers["x-tile-cache"] == "miss" and again.headers["etag"] == first.headers["etag"]
 
 
 def wait_until(check: Any, seconds: float = 2.0) -> float:

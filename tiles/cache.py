@@ -3,9 +3,10 @@
 Keys are (layer, z, x, y, the request's options, the caller's reach). A change notice drops
 what it touches (`TileCache.notice`):
 
-* a case (``gridmap_incidents``, with its place and grid): the tile under it at every cached
-  zoom in the incident layers, and in the grids layer every tile over that grid's bounding box
-  (its counts changed);
+* a case (``gridmap_incidents``, with its place): the tile under it at every cached zoom in
+  the incident layers;
+* recounted grids (``gridmap_layers`` with ``grid_case_count:<codes>``, from
+  `gridmap.services.casecounts`): in the grids layer every tile over those grids' bounding boxes;
 * grids in force (``gridmap_grids``): the grids layer;
 * another layer's table (``gridmap_layers``, migration 0013): that layer;
 * a reconnect of the listener (anything may have been missed): everything.
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 import mercantile
 
+from gridmap.services import casecounts
 from tiles.layers import BUFFER, EXTENT, INCIDENT_LAYERS, TABLE_LAYERS
 
 TileId = tuple[str, int, int, int]  # layer, z, x, y
@@ -137,6 +139,16 @@ class TileCache:
             self._by_tile.clear()
             self.size = 0
 
+    def _counts_changed(self, codes: list[str] | None) -> None:
+        """The kept case counts of these grids changed (None: of many): the grids tiles over them."""
+        bounds = [self.grid_bounds(code) for code in codes] if codes is not None and self.grid_bounds else [None]
+        if any(b is None for b in bounds):
+            self.drop_layer("grids")
+            return
+        with self._lock:
+            for b in bounds:
+                self._drop_in("grids", b)
+
     def notice(self, notices: list[tuple[str, str | None]]) -> None:
         """React to a burst of PostgreSQL notifications (a GridIndexHolder subscriber)."""
         for channel, payload in notices:
@@ -151,12 +163,9 @@ class TileCache:
                     for layer in INCIDENT_LAYERS:
                         self.drop_layer(layer)
                     continue
-                self.drop_point(tuple(lay for lay in INCIDENT_LAYERS if lay != "grids"), lon, lat)
-                bounds = self.grid_bounds(case.get("grid_code") or "") if self.grid_bounds else None
-                if bounds is not None:
-                    self.drop_bounds("grids", bounds)
-                else:
-                    self.drop_layer("grids")
+                self.drop_point(INCIDENT_LAYERS, lon, lat)
+            elif channel == "gridmap_layers" and payload.startswith(casecounts.NOTIFY_PREFIX):
+                self._counts_changed(casecounts.changed_codes(payload))
             elif channel == "gridmap_grids":
                 self.drop_layer("grids")
             elif channel == "gridmap_layers" and payload in TABLE_LAYERS:

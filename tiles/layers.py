@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gridmap.services import casecounts
+
 EXTENT = 4096  # MVT coordinate space of a tile
 BUFFER = 64  # pixels drawn beyond the tile's edge, so lines and fills join up
 WORLD_M = 40075016.685578488  # the width of EPSG:3857 in metres
@@ -24,8 +26,8 @@ DENSITY_POINTS_FROM = 13  # from this zoom the density layer is the cases themse
 # the tile, and the box (with the buffer) to select rows with, in the storage CRS
 TILE = ("(SELECT ST_TileEnvelope(:z, :x, :y) AS env, "
         f"ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => {BUFFER / EXTENT}), 4326) AS box) b")  # fmt: skip
-OVERDUE = "(i.status IN ('dispatched', 'in_progress') AND i.deadline_at < now())"
-OPEN = "i.status NOT IN ('closed', 'rejected')"
+OVERDUE = casecounts.overdue_sql("i")
+OPEN = casecounts.open_sql("i")
 
 
 def _geom(expr: str, buffer: int = BUFFER) -> str:
@@ -60,19 +62,22 @@ GRIDS = Layer(
      "overdue": "cases past their deadline",
      "cases": "cases reported in the window (days)"},
     f"""SELECT g.id AS fid, g.code, g.name, g.kind, left(g.code, 12) AS community,
-         round((ST_Area(g.geom::geography) / 1e6)::numeric, 4)::float AS area_km2,
-         o.open, o.overdue, k.cases,
+         round((g.area_m2 / 1e6)::numeric, 4)::float AS area_km2,
+         CASE WHEN f.kept THEN coalesce(n.open, 0) ELSE (
+           SELECT count(*) FROM incident i WHERE i.grid_code = g.code AND {OPEN}) END AS open,
+         CASE WHEN f.kept THEN coalesce(n.overdue, 0) ELSE (
+           SELECT count(*) FROM incident i WHERE i.grid_code = g.code AND {OPEN} AND {OVERDUE}) END AS overdue,
+         CASE WHEN f.kept AND :days = {casecounts.WINDOW_DAYS} THEN coalesce(n.cases, 0) ELSE (
+           SELECT count(*) FROM incident i
+           WHERE i.grid_code = g.code AND i.reported_at >= now() - make_interval(days => :days)) END AS cases,
          {_geom("ST_Simplify(ST_Transform(g.geom, 3857), :px, true)")} AS geom
-       FROM {TILE}, grid g
-       LEFT JOIN LATERAL (  -- open cases from their partial index (migration 0014), a few per grid
-         SELECT count(*) AS open, count(*) FILTER (WHERE {OVERDUE}) AS overdue
-         FROM incident i WHERE i.grid_code = g.code AND {OPEN}) o ON true
-       LEFT JOIN LATERAL (  -- the window's cases: an index-only range of (grid_code, reported_at)
-         SELECT count(*) AS cases FROM incident i
-         WHERE i.grid_code = g.code AND i.reported_at >= now() - make_interval(days => :days)) k ON true
+       FROM {TILE}, (SELECT {casecounts.FRESH_SQL} AS kept) f, grid g
+       LEFT JOIN grid_case_count n ON n.grid_code = g.code
        WHERE g.valid_to IS NULL AND g.geom && b.box AND {{scope}}
        ORDER BY g.code LIMIT :limit""",
-    scope_alias="g", scope_column="code", limit=20_000, ttl=60.0, days=30,
+    scope_alias="g", scope_column="code", limit=20_000, ttl=60.0, days=casecounts.WINDOW_DAYS,
+    notes=["the counts are kept ahead by the API (gridmap.services.casecounts): a case change reaches them within a "
+           "second, the clock (overdue, the window) within a minute; with another `days` they are counted as the tile renders"],
 )  # fmt: skip
 
 INCIDENTS = Layer(
@@ -176,7 +181,7 @@ GAPS = Layer(
 LAYERS: dict[str, Layer] = {layer.name: layer for layer in
                             (GRIDS, INCIDENTS, DENSITY, DENSITY_POINTS, BUILDINGS, PATROLS, CAMERAS, SERVICE_POINTS, GAPS)}  # fmt: skip
 # which layers a change notice concerns
-INCIDENT_LAYERS = ("incidents", "density", "density_points", "grids")
+INCIDENT_LAYERS = ("incidents", "density", "density_points")  # the grids' counts: a grid_case_count notice
 TABLE_LAYERS = {"building": "buildings", "camera": "cameras", "service_point": "service_points", "patrol_track": "patrols",
                 "coverage_snapshot": "gaps"}
 

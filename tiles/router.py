@@ -69,7 +69,8 @@ async def tile(request: Request, principal: Reader, layer: str, z: str, x: str, 
         return Response(status_code=204, headers=headers)
     cache: TileCache | None = getattr(request.app.state, "tiles", None)
     key = (spec.name, zi, xi, yi, days, render.scope_key(scope))
-    entry = cache.get(key) if cache is not None else None
+    # a request's `Cache-Control: no-cache` (RFC 9111 §5.2.1.4) renders the tile again
+    entry = cache.get(key) if cache is not None and "no-cache" not in request.headers.get("cache-control", "") else None
     if entry is not None:
         data, tag, headers["X-Tile-Cache"] = entry.data, entry.etag, "hit"
     else:

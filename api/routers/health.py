@@ -21,4 +21,6 @@ async def healthz(request: Request) -> dict:
         return {**versions, "schema": current_revision(engine)}
 
     info = await run_in_threadpool(probe)
-    return {"status": "ok", "gridmap": __version__, "database": info, "schema_expected": head_revision()}
+    # warm_up: the map's analytics loading in the background after start-up (running, done, skipped)
+    return {"status": "ok", "gridmap": __version__, "database": info, "schema_expected": head_revision(),
+            "warm_up": getattr(request.app.state, "warm_up", None)}

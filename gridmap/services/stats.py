@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from gridmap.access import Scope, scope_filter
 from gridmap.crs import metric_epsg_for
 from gridmap.errors import InvalidInput
+from gridmap.services.casecounts import open_sql, overdue_sql
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660
@@ -75,7 +76,7 @@ def grids(session: Session, scope: Scope, *, residents: bool = True) -> gpd.GeoD
                if residents else "LEFT JOIN (SELECT NULL::text AS grid_code, NULL::bigint AS n) r ON false")  # fmt: skip
     sql = f"""
         SELECT g.code, g.name, g.kind, left(g.code, 12) AS community, left(g.code, 9) AS street,
-               ST_Area(g.geom::geography) / 1e6 AS area_km2, coalesce(r.n, 0) AS residents, g.geom
+               g.area_m2 / 1e6 AS area_km2, coalesce(r.n, 0) AS residents, g.geom
         FROM grid g {counted}
         WHERE g.valid_to IS NULL AND {g_term}
         ORDER BY g.code"""
@@ -103,8 +104,8 @@ def grid_stats(session: Session, scope: Scope, *, since: dt.datetime | None = No
         GROUP BY 1"""), session.connection(), params=params).set_index("code")  # fmt: skip
     now = pd.read_sql(text(f"""
         SELECT i.grid_code AS code, count(*) AS open,
-               count(*) FILTER (WHERE i.status IN ('dispatched', 'in_progress') AND i.deadline_at < now()) AS overdue
-        FROM incident i WHERE i.status NOT IN ('closed', 'rejected') AND {term} {cat}
+               count(*) FILTER (WHERE {overdue_sql()}) AS overdue
+        FROM incident i WHERE {open_sql()} AND {term} {cat}
         GROUP BY 1"""), session.connection(), params=params).set_index("code")  # fmt: skip
     frame = frame.join(in_window).join(now)
     counts = ["cases", "weight", "closed", "closed_on_time", "open", "overdue"]

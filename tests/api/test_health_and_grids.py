@@ -22,6 +22,7 @@ def test_healthz_reports_versions(client: TestClient) -> None:
     assert body["status"] == "ok"
     assert body["database"]["postgis"].startswith("3.")
     assert body["database"]["schema"] == body["schema_expected"]
+    assert body["warm_up"] in ("running", "done", "skipped")
 
 
 def test_openapi_docs_are_served(client: TestClient) -> None:
