@@ -23,6 +23,7 @@ from api.routers import (
     stats,
 )
 from api.routers import map as map_router
+from api.routers import plans as plans_router
 from gridmap import __version__
 from gridmap.db import make_engine
 from gridmap.settings import api_settings
@@ -181,6 +182,7 @@ def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
     app.include_router(audit.router)
     app.include_router(stats.router)
     app.include_router(map_router.router)
+    app.include_router(plans_router.router)
     app.add_middleware(BodyLimit, max_bytes=api_settings().max_body_bytes)
 
     app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]

@@ -26,7 +26,7 @@ GridQuery = Annotated[str | None, Query(description="only this 15-digit grid cod
 AfterQuery = Annotated[str | None, Query(max_length=40, description="the next_after cursor of the previous page")]
 
 COOKIE = "gridmap_token"
-COOKIE_PATHS = ("/map", "/tiles/")  # the only places the sign-in cookie counts, and only for GET
+COOKIE_PATHS = ("/map", "/tiles/", "/plans/")  # the only places the sign-in cookie counts (the map pages), and only for GET
 
 
 async def authenticate(request: Request) -> auth.Principal:

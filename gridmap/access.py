@@ -68,6 +68,10 @@ FUNCTIONS: dict[str, Function] = {
                            EVERYONE - {"auditor"}),
     "map.read": Function("查看地图与矢量切片", "read the map and its tiles", EVERYONE - {"auditor"}),
     "audit.read": Function("查看审计日志", "read the audit log", frozenset({"auditor"})),
+    "plans.read": Function("查看网格调整方案", "read grid plans (validation, impact)",
+                           AREA_ADMINS | {"planner", "command_center", "admin"}),
+    "plans.write": Function("编制网格调整方案", "make and edit grid plans", frozenset({"planner", "admin"})),
+    "plans.apply": Function("生效、撤销网格调整", "apply and roll back grid plans", frozenset({"planner", "admin"})),
 }  # fmt: skip
 # transitions need the function of their action
 ACTION_FUNCTION = {"start": "incidents.handle", "resolve": "incidents.handle", "escalate": "incidents.handle",

@@ -222,6 +222,7 @@ def serve(
 def _register_subcommands() -> None:
     from gridmap.cli_auth import key_app, user_app
     from gridmap.cli_io import export_command, import_app
+    from gridmap.cli_plans import plan_app
     from gridmap.cli_sla import sla_app
     from gridmap.cli_stats import stats_app
 
@@ -229,6 +230,7 @@ def _register_subcommands() -> None:
     app.command("export")(export_command)
     app.add_typer(sla_app, name="sla")
     app.add_typer(stats_app, name="stats")
+    app.add_typer(plan_app, name="plan")
     app.add_typer(user_app, name="user")
     app.add_typer(key_app, name="key")
 

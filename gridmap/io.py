@@ -199,6 +199,19 @@ def read_layer(
     return frame
 
 
+def frame_from_geojson(value: Any, *, crs: str | None = None) -> gpd.GeoDataFrame:
+    """A GeoJSON FeatureCollection (a request body) read like a file, in EPSG:4326."""
+    import json
+    import tempfile
+
+    if not isinstance(value, dict) or value.get("type") != "FeatureCollection" or not isinstance(value.get("features"), list):
+        raise InvalidInput("Invalid value for geojson: a GeoJSON FeatureCollection")
+    with tempfile.TemporaryDirectory(prefix="gridmap-geojson-") as tmp:
+        path = Path(tmp) / "body.geojson"
+        path.write_text(json.dumps(value, ensure_ascii=False), encoding="utf-8")
+        return read_layer(path, crs=crs)
+
+
 def _read_layer(
     path: str | Path,
     *,

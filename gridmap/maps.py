@@ -11,6 +11,7 @@ and overdue cases (clustered markers with popups).
 from __future__ import annotations
 
 import datetime as dt
+import html
 import io
 import json
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import folium
+import geopandas as gpd
 import numpy as np
 import shapely
 from folium.plugins import FastMarkerCluster, HeatMap, VectorGridProtobuf
@@ -224,3 +226,65 @@ def render(m: folium.Map) -> str:
     out = io.StringIO()
     out.write(m.get_root().render())
     return out.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# the diff map of a grid plan (/plans/{id}/map)
+# ---------------------------------------------------------------------------------------------
+PLAN_LABELS = {"old": "现有网格 grids in force", "new": "方案网格 plan grids", "moved": "变更楼栋 buildings that move",
+               "findings": "校验问题 findings"}  # fmt: skip
+
+
+def plan_map(session: Session, principal: Any, plan_id: int) -> str:
+    """Old and new boundaries, the buildings that change grid, and the findings, as one page."""
+    from gridmap.services import plans
+
+    plan = plans.get(session, principal, plan_id)  # checks the caller may read it
+    ctx = plans.load(session, plan_id, residents=False)
+    _, _, moved = plans.moved_buildings(ctx, plans.new_codes(ctx))
+    found = plans.validation(session, principal, plan_id)["findings"] if plan["plan"]["status"] in ("draft", "validated") else []
+    lonlat = plans.project([ctx.scope.envelope], ctx.epsg, 4326)[0]
+    west, south, east, north = lonlat.bounds
+    m = _offline(folium.Map(location=[(south + north) / 2, (west + east) / 2], tiles=None, prefer_canvas=True, control_scale=True))
+    m.options.update(maxZoom=20, minZoom=3)
+    m.fit_bounds([[south, west], [north, east]])
+    _inline_assets(m)
+    old = gpd.GeoDataFrame(ctx.current[["code", "name", "kind"]], geometry=list(plans.project(ctx.current.geometry, ctx.epsg, 4326)), crs=4326)
+    folium.GeoJson(json.loads(old.to_json(drop_id=True)), name=PLAN_LABELS["old"],
+                   style_function=lambda f: {"color": "#555", "weight": 2, "dashArray": "6 4", "fill": False},
+                   tooltip=folium.GeoJsonTooltip(["code", "name"], aliases=["编码 code", "名称 name"])).add_to(m)  # fmt: skip
+    new = {"type": "FeatureCollection", "features": [
+        {**f, "properties": {**f["properties"], "code": f["properties"]["code"] or f"新 new #{f['id']}"}} for f in plan["features"]]}
+    folium.GeoJson(new, name=PLAN_LABELS["new"], style_function=lambda f: {"color": "#1b7837", "weight": 3, "fillOpacity": 0.08},
+                   tooltip=folium.GeoJsonTooltip(["code", "name", "kind", "area_km2"],
+                                                 aliases=["编码 code", "名称 name", "类型 kind", "面积 km²"])).add_to(m)  # fmt: skip
+    if len(moved):
+        pts = plans.project(list(moved["point"]), ctx.epsg, 4326)
+        layer = folium.FeatureGroup(name=f"{PLAN_LABELS['moved']} ({len(moved):,})")
+        for p, was, now in zip(pts, moved["grid_code"], moved["new"], strict=True):
+            folium.CircleMarker([p.y, p.x], radius=4, color="#e66101", fill=True, fill_opacity=0.9, weight=1,
+                                tooltip=f"{was or '—'} → {now}").add_to(layer)
+        layer.add_to(m)
+    if found:
+        features = [{"type": "Feature", "geometry": f["geometry"], "properties": {"type": f["type"], "message": f["message"],
+                                                                                "message_zh": f["message_zh"], "severity": f["severity"]}}
+                    for f in found if f["geometry"]]  # fmt: skip
+        folium.GeoJson({"type": "FeatureCollection", "features": features}, name=f"{PLAN_LABELS['findings']} ({len(found)})",
+                       style_function=lambda f: {"color": "#b2182b" if f["properties"]["severity"] == "error" else "#f1a340",
+                                                 "weight": 3, "fillOpacity": 0.4},
+                       marker=folium.CircleMarker(radius=6, color="#b2182b", fill=True),
+                       popup=folium.GeoJsonPopup(["message_zh", "message"], labels=False)).add_to(m)  # fmt: skip
+    folium.LayerControl(collapsed=False).add_to(m)
+    info = plan["plan"]
+    m.get_root().html.add_child(folium.Element(f"""
+<div id="gridmap-legend" style="position: fixed; bottom: 24px; left: 12px; z-index: 9999; background: white; padding: 8px 10px;
+     border: 1px solid #999; border-radius: 4px; font: 12px/1.4 sans-serif; max-width: 300px">
+  <b>网格调整方案 plan {info['id']}</b> · {html.escape(str(info['name']))}<br>
+  范围 scope {info['scope_code']} · 状态 status {info['status']}<br>
+  <span style="display:inline-block;width:14px;border-top:2px dashed #555"></span> {PLAN_LABELS['old']}<br>
+  <span style="display:inline-block;width:14px;border-top:3px solid #1b7837"></span> {PLAN_LABELS['new']}<br>
+  <span style="display:inline-block;width:10px;height:10px;border-radius:5px;background:#e66101"></span> {PLAN_LABELS['moved']}: {len(moved):,}<br>
+  <span style="display:inline-block;width:10px;height:10px;background:#b2182b"></span> 错误 error
+  <span style="display:inline-block;width:10px;height:10px;background:#f1a340"></span> 提示 warning: {len(found)}
+</div>"""))  # fmt: skip
+    return render(m)

@@ -53,10 +53,10 @@ def geom_col(kind: str, nullable: bool = False) -> Any:
     return mapped_column(Geometry(kind, srid=SRID, spatial_index=False), nullable=nullable)
 
 
-def geom_rules(table: str, column: str = "geom") -> tuple[Any, ...]:
-    """Refuse invalid, empty and out-of-range geometry, and index it with GiST."""
+def geom_rules(table: str, column: str = "geom", *, valid: bool = True) -> tuple[Any, ...]:
+    """Refuse invalid (unless not `valid`), empty and out-of-range geometry, and index it with GiST."""
     return (
-        CheckConstraint(f"ST_IsValid({column})", name=f"{table}_{column}_valid"),
+        *([CheckConstraint(f"ST_IsValid({column})", name=f"{table}_{column}_valid")] if valid else []),
         CheckConstraint(f"NOT ST_IsEmpty({column})", name=f"{table}_{column}_not_empty"),
         CheckConstraint(
             f"ST_XMin({column}) >= -180 AND ST_XMax({column}) <= 180 "
@@ -112,7 +112,12 @@ class Plan(Base):
     rollback_of: Mapped[int | None] = mapped_column(ForeignKey("plan.id", ondelete="SET NULL"))
     findings: Mapped[Any | None] = mapped_column(JSONB)
     impact: Mapped[Any | None] = mapped_column(JSONB)
+    # the grids in force in the scope when the plan was made (0018): applying over a change is refused
+    base_grid_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), server_default="{}")
+    report: Mapped[Any | None] = mapped_column(JSONB)  # what the apply did
+    updated_at: Mapped[dt.datetime] = now_col()
     __table_args__ = (
+        Index("ix_plan_scope_code", "scope_code"),
         CheckConstraint(_in("status", vocab.PLAN_STATUSES), name="plan_status"),
         CheckConstraint(_in("scope_level", ("community", "street", "district")), name="plan_scope_level"),
     )
@@ -130,7 +135,8 @@ class PlanGrid(Base):
     community_code: Mapped[str | None] = mapped_column(String(12))
     source_grid_id: Mapped[int | None] = mapped_column(ForeignKey("grid.id", ondelete="SET NULL"))
     geom: Mapped[Any] = geom_col("MULTIPOLYGON")
-    __table_args__ = (*geom_rules("plan_grid"),)
+    # a draft may hold invalid polygons: validation reports them with the reason (0018)
+    __table_args__ = (*geom_rules("plan_grid", valid=False),)
 
 
 class Grid(Base):

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-@pytest.mark.parametrize("name", ["command_center.ipynb"])
+@pytest.mark.parametrize("name", ["command_center.ipynb", "planning.ipynb"])
 def test_the_notebook_runs(name: str, demo_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GRIDMAP_DATABASE_URL", demo_engine.url.render_as_string(hide_password=False))
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)

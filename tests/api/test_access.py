@@ -131,6 +131,9 @@ def _calls(world: World) -> dict[str, Callable[[dict[str, str], int], httpx.Resp
         "map.read": lambda h, me: c.get("/tiles", headers=h),
         "stats.read": lambda h, me: c.get("/v1/stats/three-zeros", headers=h),
         "audit.read": lambda h, me: c.get("/v1/audit", headers=h),
+        "plans.read": lambda h, me: c.get("/v1/plans", headers=h),
+        "plans.write": lambda h, me: c.post("/v1/plans", json={"name": "role check", "scope": COMMUNITY_A}, headers=h),
+        "plans.apply": lambda h, me: c.post("/v1/plans/999999/apply", json={}, headers=h),
     }  # fmt: skip
 
 
