@@ -143,6 +143,10 @@ def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
 
             app.state.case_counts = CaseCountKeeper(app.state.engine, every=api_settings().case_count_seconds)
             app.state.grid_index.subscribers.append(app.state.case_counts.notice)
+        if api_settings().plan_check_seconds > 0:
+            from gridmap.services.plans import PlanScheduler
+
+            app.state.plan_scheduler = PlanScheduler(app.state.engine, every=api_settings().plan_check_seconds)
         ttl = api_settings().auth_cache_seconds
         if ttl > 0:
             principals = app.state.principals = PrincipalCache(ttl)
@@ -154,8 +158,9 @@ def create_app(engine=None) -> FastAPI:  # type: ignore[no-untyped-def]
         threading.Thread(target=_warm_up, args=(app, app.state.engine), name="gridmap-warm-up", daemon=True).start()
         yield
         app.state.grid_index.close()
-        if getattr(app.state, "case_counts", None) is not None:
-            app.state.case_counts.close()
+        for worker in ("case_counts", "plan_scheduler"):
+            if getattr(app.state, worker, None) is not None:
+                getattr(app.state, worker).close()
         if getattr(app.state, "reports", None) is not None:
             app.state.reports.close()
         if own:

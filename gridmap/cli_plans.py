@@ -154,13 +154,28 @@ def apply_command(
     effective_at: Annotated[dt.datetime | None, typer.Option(help="when it takes effect, with a time zone (default now)",
                                                              formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d %H:%M:%S%z"])] = None,
 ) -> None:
-    """Apply the plan, all or nothing. 方案生效。"""
+    """Apply the plan, all or nothing; with a later --effective-at, check it now and schedule it. 方案生效。"""
     from gridmap.db import session_scope
     from gridmap.services import plans
 
     with console.status("applying …") as status, session_scope() as session:
         result = plans.apply(session, _operator(), plan_id, effective_at=effective_at, progress=lambda step: status.update(f"{step} …"))
+    if result["status"] == "scheduled":
+        console.print(f"plan {plan_id} checked and scheduled for {result['effective_at']}")
+        return
     _report(result)
+
+
+@plan_app.command("apply-due")
+def apply_due_command() -> None:
+    """Apply the scheduled plans whose time has come (cron; the API processes do it too). 执行到期方案。"""
+    from gridmap.db import make_engine
+    from gridmap.services import plans
+
+    done = plans.apply_due(make_engine())
+    for d in done:
+        console.print(f"plan {d['plan_id']}: {d['status']}" + (f" — {d['reason']}" if d.get("reason") else f" at {d['effective_at']}"))
+    console.print(f"{len(done)} scheduled plan{'s' if len(done) != 1 else ''} due")
 
 
 @plan_app.command("rollback")

@@ -176,10 +176,13 @@ def build_map(session: Session, scope: Scope, *, tiles: bool = True, days: int =
     snapshot = session.execute(text("SELECT max(computed_at), max(until) - min(since) FROM coverage_snapshot")).one()
     m.get_root().html.add_child(folium.Element(_legend(days, refresh_s, len(frame), int(frame["cases"].sum()) if len(frame) else 0,
                                                        snapshot)))  # fmt: skip
-    m.get_root().header.add_child(folium.Element(
-        f"<meta name='gridmap-window-days' content='{days}'><title>gridmap 指挥中心 · command center</title>"
-        "<link rel='icon' href='data:,'>"))  # fmt: skip
+    _head(m, "gridmap 指挥中心 · command center", f"<meta name='gridmap-window-days' content='{days}'>")
     return m
+
+
+def _head(m: folium.Map, title: str, extra: str = "") -> None:
+    """The page's title, and an empty icon: nothing is fetched that the server does not have."""
+    m.get_root().header.add_child(folium.Element(f"{extra}<title>{html.escape(title)}</title><link rel='icon' href='data:,'>"))
 
 
 def _choropleth(frame: Any, top: float) -> folium.GeoJson:
@@ -276,6 +279,7 @@ def plan_map(session: Session, principal: Any, plan_id: int) -> str:
                        popup=folium.GeoJsonPopup(["message_zh", "message"], labels=False)).add_to(m)  # fmt: skip
     folium.LayerControl(collapsed=False).add_to(m)
     info = plan["plan"]
+    _head(m, f"gridmap 网格调整方案 plan {info['id']}")
     m.get_root().html.add_child(folium.Element(f"""
 <div id="gridmap-legend" style="position: fixed; bottom: 24px; left: 12px; z-index: 9999; background: white; padding: 8px 10px;
      border: 1px solid #999; border-radius: 4px; font: 12px/1.4 sans-serif; max-width: 300px">

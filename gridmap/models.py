@@ -118,6 +118,7 @@ class Plan(Base):
     updated_at: Mapped[dt.datetime] = now_col()
     __table_args__ = (
         Index("ix_plan_scope_code", "scope_code"),
+        Index("ix_plan_due", "effective_at", postgresql_where=text("status = 'scheduled'")),  # 0019
         CheckConstraint(_in("status", vocab.PLAN_STATUSES), name="plan_status"),
         CheckConstraint(_in("scope_level", ("community", "street", "district")), name="plan_scope_level"),
     )

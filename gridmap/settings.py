@@ -49,6 +49,7 @@ class ApiSettings(BaseSettings):
     auth_cache_seconds: float = Field(5.0, ge=0, le=60)  # callers of recent credentials kept this long (cleared on change)
     tile_cache_mb: int = Field(256, ge=0, le=65536)  # encoded vector tiles kept per API process (0: none)
     case_count_seconds: float = Field(60.0, ge=0, le=3600)  # full recount of per-grid case counts (0: not kept)
+    plan_check_seconds: float = Field(30.0, ge=0, le=3600)  # how often each API process applies due scheduled plans (0: never; cron instead)
     basemap_url: str | None = None  # an XYZ base-map template for the map, e.g. an in-house tile server; none: offline
     # keys the pseudonyms of exports (HMAC); kept outside the database. Default: derived from secret_key
     pseudonym_key: str | None = None

@@ -67,7 +67,7 @@ INCIDENT_SOURCES = {
     "open311": ("公众上报", "public report"),
 }
 TIME_UNITS = ("working_hours", "working_days", "calendar_hours")
-PLAN_STATUSES = ("draft", "validated", "applied", "discarded", "rolled_back")
+PLAN_STATUSES = ("draft", "validated", "scheduled", "applied", "failed", "discarded", "rolled_back")
 
 CAMERA_KINDS = ("public_security", "traffic", "city_management", "community")
 SERVICE_POINT_KINDS = {

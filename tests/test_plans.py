@@ -264,9 +264,11 @@ def test_bad_edits_and_applies(world: World) -> None:
         r = c.post(f"/v1/plans/{plan['id']}/edits", json=op, headers=h)
         assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", (op, r.text)
         assert detail in r.text, (op, r.text)
-    future = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).isoformat()
-    r = c.post(f"/v1/plans/{plan['id']}/apply", json={"effective_at": future}, headers=h)
-    assert r.status_code == 422 and "is in the future" in r.json()["detail"]
+    far = (dt.datetime.now(dt.UTC) + dt.timedelta(days=400)).isoformat()
+    r = c.post(f"/v1/plans/{plan['id']}/apply", json={"effective_at": far}, headers=h)
+    assert r.status_code == 422 and r.json()["detail"] == "Invalid value for effective_at: at most 366 days ahead"
+    r = c.post(f"/v1/plans/{plan['id']}/apply", json={"effective_at": "2026-12-01T00:00:00"}, headers=h)
+    assert r.status_code == 422 and "give a time zone" in r.json()["detail"]
     worker = key_headers(world.engine, "grid_worker", ("grid", GRID_A1))
     assert c.post(f"/v1/plans/{plan['id']}/apply", json={}, headers=worker).status_code == 403
     assert c.get("/v1/plans", headers=worker).status_code == 403
@@ -329,3 +331,43 @@ def test_the_cli_walks_a_plan_through(world: World, tmp_path: Any) -> None:
     assert suggested.returncode == 0 and "suggested" in suggested.stdout and "k-means" in suggested.stdout, suggested.stderr
     assert "No plan 999999" in one_clear_line(run("plan", "apply", "999999", env=env))
     assert "Invalid value for scope" in one_clear_line(run("plan", "new", "--scope", "1", env=env))
+
+
+def test_a_plan_scheduled_for_a_date_is_applied_when_due_or_fails_with_the_reason(world: World) -> None:
+    c, h = world.client, world.planner
+    ids = []
+    for name in ("scheduled", "overtaken"):
+        plan = c.post("/v1/plans", json={"name": name, "scope": COMMUNITY_A}, headers=h).json()
+        grids = {f["properties"]["code"]: f["id"] for f in c.get(f"/v1/plans/{plan['id']}", headers=h).json()["features"]}
+        line = {"type": "LineString", "coordinates": [[117.006, 30.999], [117.006, 31.011]]}
+        assert c.post(f"/v1/plans/{plan['id']}/edits", json={"op": "split", "grid": grids[GRID_A1], "line": line}, headers=h).status_code == 200
+        ids.append(plan["id"])
+    when = (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).replace(microsecond=0)
+    r = c.post(f"/v1/plans/{ids[0]}/apply", json={"effective_at": when.isoformat()}, headers=h)
+    assert r.status_code == 200 and r.json() == {"plan_id": ids[0], "status": "scheduled", "effective_at": when.isoformat()}, r.text
+    assert c.post(f"/v1/plans/{ids[0]}/edits", json={"op": "remove", "grid": 1}, headers=h).status_code == 409  # frozen
+    assert plans.apply_due(world.engine) == []  # not due yet: nothing changes
+    with world.engine.begin() as conn:  # a week passes
+        conn.execute(text("UPDATE plan SET effective_at = now() - interval '1 second' WHERE id = :p"), {"p": ids[0]})
+    done = plans.apply_due(world.engine)
+    assert [d["status"] for d in done] == ["applied"] and done[0]["plan_id"] == ids[0]
+    with world.engine.connect() as conn:
+        starts = conn.execute(text("SELECT valid_from = (SELECT effective_at FROM plan WHERE id = :p) FROM grid WHERE plan_id = :p"),
+                              {"p": ids[0]}).scalars().all()  # fmt: skip
+    assert starts and all(starts)  # the grids start at the scheduled time, not when the scheduler ran
+    r = c.post(f"/v1/plans/{ids[1]}/apply", json={"effective_at": when.isoformat()}, headers=h)
+    assert r.status_code == 409 and "changed since" in r.json()["detail"]  # checked when scheduled, too
+    back = c.post(f"/v1/plans/{ids[0]}/rollback", headers=h)
+    assert back.status_code == 200, back.text
+    third = c.post("/v1/plans", json={"name": "later", "scope": COMMUNITY_A}, headers=h).json()
+    assert c.post(f"/v1/plans/{third['id']}/apply", json={"effective_at": when.isoformat()}, headers=h).json()["status"] == "scheduled"
+    with world.engine.begin() as conn:  # before it is due, a grid of the scope gets a new version (an edit by hand)
+        conn.execute(text("UPDATE plan SET effective_at = now() - interval '1 second' WHERE id = :p"), {"p": third["id"]})
+        old = conn.execute(text("SELECT id FROM grid WHERE code = :g AND valid_to IS NULL"), {"g": GRID_A2}).scalar_one()
+        conn.execute(text("UPDATE grid SET valid_to = now() WHERE id = :i"), {"i": old})
+        conn.execute(text("INSERT INTO grid (code, name, community_id, geom, valid_from) SELECT code, name, community_id, geom, valid_to "
+                          "FROM grid WHERE id = :i"), {"i": old})  # fmt: skip
+    done = plans.apply_due(world.engine)
+    assert [d["status"] for d in done] == ["failed"] and "changed since" in done[0]["reason"]
+    got = c.get(f"/v1/plans/{third['id']}", headers=h).json()["plan"]
+    assert got["status"] == "failed"

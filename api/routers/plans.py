@@ -51,7 +51,8 @@ class Edit(BaseModel):
 
 class ApplyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    effective_at: dt.datetime | None = Field(None, description="when the new grids take effect (default: now; at most a day back)")
+    effective_at: dt.datetime | None = Field(None, description="when the new grids take effect, with a time zone (default now; at most a "
+                                             "day back; a later time is checked now and scheduled, up to 366 days ahead)")
 
 
 class SuggestIn(BaseModel):
@@ -137,7 +138,7 @@ def plan_impact(session: SessionDep, principal: Reader, plan_id: PlanId,
     return svc.impact(session, principal, plan_id, coverage_days=coverage_days)
 
 
-@router.post("/v1/plans/{plan_id}/apply", summary="Apply the plan (atomic); 409 if the grids changed since it was made")
+@router.post("/v1/plans/{plan_id}/apply", summary="Apply the plan (atomic), or schedule it for a later effective_at; 409 if the grids changed since it was made")
 def apply_plan(session: SessionDep, principal: Applier, plan_id: PlanId, payload: ApplyIn | None = None) -> dict[str, Any]:
     return svc.apply(session, principal, plan_id, effective_at=payload.effective_at if payload else None)
 

@@ -42,7 +42,8 @@ from gridmap.services.casecounts import open_sql
 
 SCOPE_LEVELS = {12: "community", 9: "street", 6: "district"}
 LOCK_KEY = 0x706C_616E  # with the district code: pg_advisory_xact_lock(key, district) ("plan")
-SKEW = dt.timedelta(minutes=5)  # effective_at may be this far ahead of the database's clock
+SKEW = dt.timedelta(minutes=1)  # an effective_at this close ahead applies now (clocks differ); later ones are scheduled
+MAX_AHEAD = dt.timedelta(days=366)
 MAX_BACKDATE = dt.timedelta(days=1)
 LOAD_DAYS = 90
 Progress = Callable[[str], None]
@@ -471,7 +472,11 @@ EDITS = {"split": _split, "merge": _merge, "replace": _replace, "move": _move, "
 
 
 def discard(session: Session, principal: Principal, plan_id: int) -> dict[str, Any]:
-    _editable(session, principal, plan_id)
+    """Discard a draft, validated or scheduled plan (a scheduled one is thereby cancelled)."""
+    plan = _plan_row(session, plan_id, lock=True)
+    _may_plan(principal, plan["scope_code"], "plans.write")
+    if plan["status"] not in ("draft", "validated", "scheduled", "failed"):
+        raise Conflict(f"Plan {plan_id} is {plan['status']}: only a draft, validated, scheduled or failed plan can be discarded")
     session.execute(text("UPDATE plan SET status = 'discarded', updated_at = now() WHERE id = :p"), {"p": plan_id})
     audit.record(session, principal, "plan.discard", object_type="plan", object_ids=[plan_id])
     return summary(session, plan_id)
@@ -742,37 +747,44 @@ def _coverage(session: Session, ctx: Context, codes: list[str], days: int) -> tu
 # ---------------------------------------------------------------------------------------------
 # apply and roll back
 # ---------------------------------------------------------------------------------------------
-def _effective(session: Session, value: dt.datetime | None) -> dt.datetime:
+def _effective(session: Session, value: dt.datetime | None) -> tuple[dt.datetime, bool]:
+    """When the plan takes effect, and whether that is ahead (then it is scheduled)."""
     now = session.execute(text("SELECT now()")).scalar_one()
     if value is None:
-        return now
+        return now, False
     if value.tzinfo is None:
         raise InvalidInput("Invalid value for effective_at: give a time zone (e.g. 2026-12-01T00:00:00+08:00)")
-    if value > now + SKEW:
-        raise InvalidInput(f"Invalid value for effective_at: {value.isoformat()} is in the future; apply the plan on the day "
-                           "(grids are versioned from the moment they take effect)")  # fmt: skip
+    if value > now + MAX_AHEAD:
+        raise InvalidInput(f"Invalid value for effective_at: at most {MAX_AHEAD.days} days ahead")
     if value < now - MAX_BACKDATE:
         raise InvalidInput(f"Invalid value for effective_at: at most {MAX_BACKDATE.days} day in the past")
-    return value
+    return value, value > now + SKEW
 
 
 def apply(session: Session, principal: Principal, plan_id: int, *, effective_at: dt.datetime | None = None,
           rules: Rules | None = None, progress: Progress = _no_progress) -> dict[str, Any]:  # fmt: skip
-    """Apply the plan in the caller's transaction (all or nothing): 409 when the scope's grids
-    changed since the plan was made or another apply holds the street; 422 on error findings."""
+    """Apply the plan in the caller's transaction (all or nothing), or schedule it when
+    `effective_at` lies ahead (checked now, applied by `apply_due` then). 409 when the scope's
+    grids changed since the plan was made; 422 on error findings."""
     plan = _plan_row(session, plan_id)
     _may_plan(principal, plan["scope_code"], "plans.apply")
     # one apply at a time per district: plans of a district, its streets and communities overlap
     session.execute(text("SELECT pg_advisory_xact_lock(:k, :s)"), {"k": LOCK_KEY, "s": int(plan["scope_code"][:6])})
     plan = _plan_row(session, plan_id, lock=True)
-    if plan["status"] not in ("draft", "validated"):
+    due = plan["status"] == "scheduled" and effective_at is None
+    if plan["status"] not in ("draft", "validated") and not due:
         raise Conflict(f"Plan {plan_id} is {plan['status']}: only a draft or validated plan can be applied")
     current_ids = sorted(int(i) for i in session.execute(text("SELECT id FROM grid WHERE valid_to IS NULL AND code LIKE :p"),
                                                          {"p": plan["scope_code"] + "%"}).scalars())  # fmt: skip
     if current_ids != sorted(plan["base_grid_ids"]):
         raise Conflict(f"The grids of {plan['scope_code']} changed since plan {plan_id} was made (another plan was applied or a "
                        "grid was edited); make the plan again from the grids in force")  # fmt: skip
-    when = _effective(session, effective_at)
+    if due:
+        when, ahead = plan["effective_at"], False
+        if when > session.execute(text("SELECT now()")).scalar_one():
+            raise Conflict(f"Plan {plan_id} is scheduled for {when.isoformat()}: not yet due")
+    else:
+        when, ahead = _effective(session, effective_at)
     last = session.execute(text("SELECT max(valid_from) FROM grid WHERE code LIKE :p"), {"p": plan["scope_code"] + "%"}).scalar()
     if last is not None and when <= last:
         raise InvalidInput(f"Invalid value for effective_at: the grids of {plan['scope_code']} last changed at {last.isoformat()}; "
@@ -783,6 +795,12 @@ def apply(session: Session, principal: Principal, plan_id: int, *, effective_at:
     if errors:
         raise InvalidInput(f"Plan {plan_id} has {len(errors)} error finding{'s' if len(errors) > 1 else ''} (first: {errors[0].message}); "
                            f"see GET /v1/plans/{plan_id}/validation")  # fmt: skip
+    if ahead:
+        session.execute(text("UPDATE plan SET status = 'scheduled', effective_at = :w, updated_at = now() WHERE id = :p"),
+                        {"w": when, "p": plan_id})  # fmt: skip
+        audit.record(session, principal, "plan.schedule", object_type="plan", object_ids=[plan_id],
+                     detail={"scope": plan["scope_code"], "effective_at": when.isoformat()})  # fmt: skip
+        return {"plan_id": plan_id, "status": "scheduled", "effective_at": when.isoformat()}
     progress("writing grid versions")
     codes = _assign_codes(session, ctx)
     report = _write_grids(session, ctx, codes, when, plan_id)
@@ -795,6 +813,59 @@ def apply(session: Session, principal: Principal, plan_id: int, *, effective_at:
     audit.record(session, principal, "plan.apply", object_type="plan", object_ids=[plan_id], grid_code=None,
                  detail={"scope": plan["scope_code"], "effective_at": when.isoformat(), **report["totals"]})  # fmt: skip
     return {"plan_id": plan_id, "status": "applied", "effective_at": when.isoformat(), **report}
+
+
+SCHEDULER = Principal("system", 0, "plan scheduler", "admin", (("city", ""),))
+DUE_SQL = text("SELECT id FROM plan WHERE status = 'scheduled' AND effective_at <= now() ORDER BY effective_at, id "
+               "LIMIT 1 FOR UPDATE SKIP LOCKED")  # fmt: skip
+
+
+def apply_due(engine: Any, *, limit: int = 100) -> list[dict[str, Any]]:
+    """Apply the scheduled plans whose time has come, each in a transaction of its own; one
+    that no longer applies (the grids changed since, an error finding) becomes `failed` with
+    the reason. Safe to run in several processes at once (the due plan's row is locked)."""
+    done: list[dict[str, Any]] = []
+    for _ in range(limit):
+        with Session(engine) as session, session.begin():
+            plan_id = session.execute(DUE_SQL).scalar()
+            if plan_id is None:
+                return done
+            try:
+                with session.begin_nested():  # a failure undoes the apply, not the row lock
+                    result = apply(session, SCHEDULER, plan_id)
+                done.append({"plan_id": plan_id, "status": "applied", "effective_at": result["effective_at"]})
+            except (Conflict, InvalidInput) as exc:
+                session.execute(text("UPDATE plan SET status = 'failed', report = CAST(:r AS jsonb), updated_at = now() WHERE id = :p"),
+                                {"r": json.dumps({"error": exc.detail}, ensure_ascii=False), "p": plan_id})  # fmt: skip
+                audit.record(session, SCHEDULER, "plan.failed", object_type="plan", object_ids=[plan_id], detail={"reason": exc.detail})
+                done.append({"plan_id": plan_id, "status": "failed", "reason": exc.detail})
+    return done
+
+
+class PlanScheduler:
+    """A thread of each API process that applies the plans whose time has come (`apply_due`)."""
+
+    def __init__(self, engine: Any, *, every: float = 30.0) -> None:
+        import threading
+
+        self.engine, self.every = engine, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gridmap-plan-scheduler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import logging
+
+        while not self._stop.wait(self.every):
+            try:
+                for done in apply_due(self.engine):
+                    logging.getLogger("gridmap.plans").info("scheduled plan %s %s", done["plan_id"], done["status"])
+            except Exception as exc:  # the database went away: try again next round
+                logging.getLogger("gridmap.plans").warning("scheduled plans not applied: %s", str(exc).splitlines()[0] if str(exc) else exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def _assign_codes(session: Session, ctx: Context) -> list[str]:
