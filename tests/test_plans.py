@@ -201,16 +201,23 @@ def test_split_apply_and_roll_back(world: World) -> None:
     _until(lambda: _locate(world, 117.002, 31.005) == GRID_A1)
 
 
-def test_two_plans_applied_at_once_on_one_scope_one_wins(world: World) -> None:
+def _meridian(lon: float) -> dict[str, Any]:
+    return {"type": "LineString", "coordinates": [[lon, 30.999], [lon, 31.021]]}
+
+
+def _edited_plan(world: World, scope: str, op: Any) -> int:
+    """A plan of the grids in force with one edit, `op` made from {code: plan grid id}."""
     c, h = world.client, world.planner
-    ids = []
-    for name in ("split B1", "merge B"):
-        plan = c.post("/v1/plans", json={"name": name, "scope": COMMUNITY_B}, headers=h).json()
-        grids = {f["properties"]["code"]: f["id"] for f in c.get(f"/v1/plans/{plan['id']}", headers=h).json()["features"]}
-        op = ({"op": "split", "grid": grids[GRID_B1], "line": {"type": "LineString", "coordinates": [[117.004, 31.009], [117.004, 31.021]]}}
-              if name == "split B1" else {"op": "merge", "grids": [grids[GRID_B1], grids[GRID_B2]]})  # fmt: skip
-        assert c.post(f"/v1/plans/{plan['id']}/edits", json=op, headers=h).status_code == 200
-        ids.append(plan["id"])
+    plan = c.post("/v1/plans", json={"name": "edited", "scope": scope}, headers=h).json()
+    grids = {f["properties"]["code"]: f["id"] for f in c.get(f"/v1/plans/{plan['id']}", headers=h).json()["features"]}
+    r = c.post(f"/v1/plans/{plan['id']}/edits", json=op(grids), headers=h)
+    assert r.status_code == 200, r.text
+    return int(plan["id"])
+
+
+def test_two_plans_applied_at_once_on_one_scope_one_wins(world: World) -> None:
+    ids = [_edited_plan(world, COMMUNITY_B, lambda g: {"op": "split", "grid": g[GRID_B1], "line": _meridian(117.004)}),
+           _edited_plan(world, COMMUNITY_B, lambda g: {"op": "merge", "grids": [g[GRID_B1], g[GRID_B2]]})]
     results: dict[int, str] = {}
     barrier = threading.Barrier(2)
 
@@ -335,13 +342,7 @@ def test_the_cli_walks_a_plan_through(world: World, tmp_path: Any) -> None:
 
 def test_a_plan_scheduled_for_a_date_is_applied_when_due_or_fails_with_the_reason(world: World) -> None:
     c, h = world.client, world.planner
-    ids = []
-    for name in ("scheduled", "overtaken"):
-        plan = c.post("/v1/plans", json={"name": name, "scope": COMMUNITY_A}, headers=h).json()
-        grids = {f["properties"]["code"]: f["id"] for f in c.get(f"/v1/plans/{plan['id']}", headers=h).json()["features"]}
-        line = {"type": "LineString", "coordinates": [[117.006, 30.999], [117.006, 31.011]]}
-        assert c.post(f"/v1/plans/{plan['id']}/edits", json={"op": "split", "grid": grids[GRID_A1], "line": line}, headers=h).status_code == 200
-        ids.append(plan["id"])
+    ids = [_edited_plan(world, COMMUNITY_A, lambda g: {"op": "split", "grid": g[GRID_A1], "line": _meridian(117.006)}) for _ in range(2)]
     when = (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).replace(microsecond=0)
     r = c.post(f"/v1/plans/{ids[0]}/apply", json={"effective_at": when.isoformat()}, headers=h)
     assert r.status_code == 200 and r.json() == {"plan_id": ids[0], "status": "scheduled", "effective_at": when.isoformat()}, r.text
