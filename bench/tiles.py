@@ -199,7 +199,7 @@ def report(res: dict[str, Any]) -> str:
                      f"{r['cold_ratio']} | {cell(r['gridmap_warm'])} | {cell(r['tipg_warm'])} | {r['warm_speedup']}× | "
                      f"{r['bytes']['gridmap']:,} / {r['bytes']['tipg']:,} |")  # fmt: skip
     lines += ["", "The layers are not byte-for-byte the same work: gridmap's `grids` tiles carry each grid's open, overdue and "
-              "recent case counts (kept ahead in `grid_case_count` and joined, gridmap.services.casecounts) and only the grids in force; tipg's `public.grid` carries every "
+              "recent case counts (kept ahead with the grid's shape in Web Mercator in `grid_case_count`, which the tile reads alone: gridmap.services.casecounts) and only the grids in force; tipg's `public.grid` carries every "
               "column of every grid version. gridmap's `incidents` are open and recent cases with their category names; tipg's "
               "`public.incident` every case. Both simplify to the tile's resolution."]  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -486,13 +486,20 @@ class CoverageSnapshot(Base):
 
 
 class GridCaseCount(Base):
-    """Open, overdue and recent cases per grid, kept ahead for the grids tiles (migration 0016)."""
+    """Per grid in force: open, overdue and recent cases, kept ahead for the grids tiles (0016),
+    with what else its tile shows: version, name, kind, area, boundary in Web Mercator (0020)."""
 
     __tablename__ = "grid_case_count"
     grid_code: Mapped[str] = mapped_column(String(15), primary_key=True)
     open: Mapped[int] = mapped_column(Integer)
     overdue: Mapped[int] = mapped_column(Integer)
     cases: Mapped[int] = mapped_column(Integer)
+    grid_id: Mapped[int | None] = mapped_column(BigInteger)
+    name: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str | None] = mapped_column(String(20))
+    area_km2: Mapped[float | None] = mapped_column(Float)
+    geom_m: Mapped[Any | None] = mapped_column(Geometry("GEOMETRY", srid=3857, spatial_index=False), nullable=True)
+    __table_args__ = (Index("ix_grid_case_count_geom_m", "geom_m", postgresql_using="gist"),)
 
 
 class CaseCountRefresh(Base):

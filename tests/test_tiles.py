@@ -125,6 +125,9 @@ def test_the_grid_tile_is_the_database(world: World) -> None:
     assert set(got) == {GRID_A1, GRID_A2, GRID_B1, GRID_B2}
     assert all(props["community"] == code[:12] for code, props in got.items())
     assert got[GRID_A1]["open"] >= 1 and got[GRID_A1]["name"] == "第001网格"
+    low = features(world, "grids", mercantile.tile(117.01, 31.01, 11))  # below zoom 12: no labels, a third lighter
+    assert {f["properties"]["code"] for f in low} == set(got) and not any("name" in f["properties"] for f in low)
+    assert all(f["properties"]["open"] == got[f["properties"]["code"]]["open"] for f in low)
     week = _grid_counts(world, days=7)  # another window: counted as the tile renders
     assert {c: p["cases"] for c, p in week.items()} == {c: n[2] for c, n in _counted(world, 7).items()}
 
@@ -134,7 +137,8 @@ def test_grid_counts_are_kept_ahead_and_fall_back_when_stale(world: World) -> No
 
     wait_until(lambda: scalar(world.engine, "SELECT count(*) FROM case_count_refresh") == 1)
     kept = dict(scalar_rows(world.engine, "SELECT grid_code, open FROM grid_case_count"))
-    assert kept == {c: n[0] for c, n in _counted(world).items() if any(n)}  # grids without cases have no row
+    assert kept == {c: n[0] for c, n in _counted(world).items()}  # a row per grid in force, with its shape
+    assert scalar(world.engine, "SELECT count(*) FROM grid_case_count WHERE geom_m IS NULL OR ST_SRID(geom_m) <> 3857 OR name IS NULL") == 0
     with world.engine.begin() as conn:  # nothing changed: a recount writes nothing and notifies nothing
         assert casecounts.recount(conn) == [] and casecounts.recount(conn, [GRID_A1, "999999999999999"]) == []
     keeper = world.client.app.state.case_counts
@@ -282,3 +286,20 @@ def test_the_gap_layer_shows_the_coverage_snapshot(world: World) -> None:
     gaps = {f["properties"]["grid_code"]: f["properties"] for f in features(world, "gaps", t)}
     assert 0 < gaps[GRID_A1]["covered_share"] < 1 and gaps[GRID_A1]["tracks"] == 1
     assert {f["properties"]["grid_code"] for f in features(world, "gaps", t, world.worker)} == {GRID_A1}  # cut to his grid
+
+
+def test_a_redrawn_grid_reaches_the_low_zoom_tiles(world: World) -> None:
+    low = mercantile.tile(117.01, 31.01, 11)
+    before = {f["properties"]["code"]: f["properties"]["area_km2"] for f in features(world, "grids", low)}
+    with world.engine.begin() as conn:  # B2 gives up its northern tenth (a new version, as a plan would write it)
+        old = conn.execute(text("SELECT id FROM grid WHERE code = :g AND valid_to IS NULL"), {"g": GRID_B2}).scalar_one()
+        conn.execute(text("UPDATE grid SET valid_to = now() WHERE id = :i"), {"i": old})
+        conn.execute(text("INSERT INTO grid (code, name, community_id, geom, valid_from) SELECT code, name, community_id, "
+                          "ST_Multi(ST_GeomFromText('POLYGON((117.01 31.01, 117.02 31.01, 117.02 31.019, 117.01 31.019, 117.01 31.01))', 4326)), "
+                          "valid_to FROM grid WHERE id = :i"), {"i": old})  # fmt: skip
+    wait_until(lambda: {f["properties"]["code"]: f["properties"]["area_km2"] for f in features(world, "grids", low)}[GRID_B2]
+               == pytest.approx(before[GRID_B2] * 0.9, rel=1e-3))  # fmt: skip
+    assert scalar(world.engine, "SELECT grid_id FROM grid_case_count WHERE grid_code = :g", g=GRID_B2) != old
+    with world.engine.begin() as conn:  # a grid renamed in place: its kept row follows
+        conn.execute(text("UPDATE grid SET name = '更名网格' WHERE code = :g AND valid_to IS NULL"), {"g": GRID_A2})
+    wait_until(lambda: _grid_counts(world)[GRID_A2]["name"] == "更名网格")

@@ -25,7 +25,9 @@ DENSITY_POINTS_FROM = 13  # from this zoom the density layer is the cases themse
 
 # the tile, and the box (with the buffer) to select rows with, in the storage CRS
 TILE = ("(SELECT ST_TileEnvelope(:z, :x, :y) AS env, "
-        f"ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => {BUFFER / EXTENT}), 4326) AS box) b")  # fmt: skip
+        f"ST_Transform(ST_TileEnvelope(:z, :x, :y, margin => {BUFFER / EXTENT}), 4326) AS box, "
+        f"ST_TileEnvelope(:z, :x, :y, margin => {BUFFER / EXTENT}) AS box_m) b")  # fmt: skip
+KEPT = f"({casecounts.FRESH_SQL} AND :days = {casecounts.WINDOW_DAYS})"  # the kept counts (and shapes) serve this tile
 OVERDUE = casecounts.overdue_sql("i")
 OPEN = casecounts.open_sql("i")
 
@@ -52,31 +54,39 @@ class Layer:
     scope_column: str = "grid_code"  # the grid code column of scope_alias
     id_field: bool = True
     maxzoom: int = MAX_ZOOM
+    labels: tuple[str, int] | None = None  # select-list items for {labels}, and the zoom they start at
+    # planned without parallel workers: the incident tables are big enough for the planner to start
+    # some, which costs ~10 ms on a tile of a few (the other layers' plans never do; they skip the SET)
+    serial: bool = False
     notes: list[str] = field(default_factory=list)
 
 
 GRIDS = Layer(
     "grids", "网格", "grids", 9, "Polygon",
-    {"code": "15-digit grid code", "name": "grid name", "kind": "general, school, hospital, …",
-     "community": "12-digit community code", "area_km2": "area in km²", "open": "open cases",
+    {"code": "15-digit grid code", "name": "grid name (from zoom 12)", "kind": "general, school, hospital, … (from zoom 12)",
+     "community": "12-digit community code (from zoom 12)", "area_km2": "area in km²", "open": "open cases",
      "overdue": "cases past their deadline",
      "cases": "cases reported in the window (days)"},
-    f"""SELECT g.id AS fid, g.code, g.name, g.kind, left(g.code, 12) AS community,
-         round((g.area_m2 / 1e6)::numeric, 4)::float AS area_km2,
-         CASE WHEN f.kept THEN coalesce(n.open, 0) ELSE (
-           SELECT count(*) FROM incident i WHERE i.grid_code = g.code AND {OPEN}) END AS open,
-         CASE WHEN f.kept THEN coalesce(n.overdue, 0) ELSE (
-           SELECT count(*) FROM incident i WHERE i.grid_code = g.code AND {OPEN} AND {OVERDUE}) END AS overdue,
-         CASE WHEN f.kept AND :days = {casecounts.WINDOW_DAYS} THEN coalesce(n.cases, 0) ELSE (
-           SELECT count(*) FROM incident i
-           WHERE i.grid_code = g.code AND i.reported_at >= now() - make_interval(days => :days)) END AS cases,
+    f"""(SELECT g.grid_id AS fid, g.code, {{labels}} round(g.area_km2::numeric, 4)::float AS area_km2, g.open, g.overdue,
+               g.cases, {_geom("ST_Simplify(g.geom_m, :px, true)")} AS geom
+             FROM {TILE}, (SELECT grid_code AS code, grid_id, name, kind, area_km2, open, overdue, cases, geom_m
+                           FROM grid_case_count) g
+             WHERE {KEPT} AND g.geom_m && b.box_m AND {{scope}})
+       UNION ALL
+       (SELECT g.id AS fid, g.code, {{labels}} round((g.area_m2 / 1e6)::numeric, 4)::float AS area_km2,
+         (SELECT count(*) FROM incident i WHERE i.grid_code = g.code AND {OPEN}) AS open,
+         (SELECT count(*) FROM incident i WHERE i.grid_code = g.code AND {OPEN} AND {OVERDUE}) AS overdue,
+         (SELECT count(*) FROM incident i WHERE i.grid_code = g.code AND i.reported_at >= now() - make_interval(days => :days)) AS cases,
          {_geom("ST_Simplify(ST_Transform(g.geom, 3857), :px, true)")} AS geom
-       FROM {TILE}, (SELECT {casecounts.FRESH_SQL} AS kept) f, grid g
-       LEFT JOIN grid_case_count n ON n.grid_code = g.code
-       WHERE g.valid_to IS NULL AND g.geom && b.box AND {{scope}}
-       ORDER BY g.code LIMIT :limit""",
+       FROM {TILE}, grid g
+       WHERE NOT {KEPT} AND g.valid_to IS NULL AND g.geom && b.box AND {{scope}})
+       ORDER BY code LIMIT :limit""",
     scope_alias="g", scope_column="code", limit=20_000, ttl=60.0, days=casecounts.WINDOW_DAYS,
-    notes=["the counts are kept ahead by the API (gridmap.services.casecounts): a case change reaches them within a "
+    labels=("g.name, g.kind, left(g.code, 12) AS community,", 12),
+    notes=["name, kind and community from zoom 12 (unreadable below, a third of the bytes)",
+           "while the kept rows are current (and `days` is 30) the tile reads them alone: counts, name, kind, area and the "
+           "boundary already in Web Mercator (grid_case_count, migrations 0016 and 0020)",
+           "the counts are kept ahead by the API (gridmap.services.casecounts): a case change reaches them within a "
            "second, the clock (overdue, the window) within a minute; with another `days` they are counted as the tile renders"],
 )  # fmt: skip
 
@@ -93,7 +103,7 @@ INCIDENTS = Layer(
        FROM {TILE}, incident i JOIN category c ON c.code = i.category_code LEFT JOIN staff s ON s.id = i.assignee_id
        WHERE i.geom && b.box AND ({OPEN} OR i.reported_at >= now() - make_interval(days => :days)) AND {{scope}}
        ORDER BY {OVERDUE} DESC, ({OPEN}) DESC, i.severity DESC, i.reported_at DESC LIMIT :limit""",
-    scope_alias="i", limit=5_000, ttl=60.0, days=7,
+    scope_alias="i", limit=5_000, ttl=60.0, days=7, serial=True,
     notes=["open cases, and closed or rejected ones reported within `days`; overdue first"],
 )  # fmt: skip
 
@@ -112,7 +122,7 @@ DENSITY = Layer(
          WHERE ST_X(p.p) >= ST_XMin(b.env) AND ST_X(p.p) < ST_XMax(b.env)
            AND ST_Y(p.p) >= ST_YMin(b.env) AND ST_Y(p.p) < ST_YMax(b.env)) q
        GROUP BY q.gx, q.gy""",
-    scope_alias="i", limit=0, ttl=60.0, days=30, id_field=False, maxzoom=DENSITY_POINTS_FROM - 1,
+    scope_alias="i", limit=0, ttl=60.0, days=30, id_field=False, maxzoom=DENSITY_POINTS_FROM - 1, serial=True,
     notes=[f"square bins, {DENSITY_CELLS} across a tile, on one grid across tiles (a case counts in one bin); "
            f"from zoom {DENSITY_POINTS_FROM} the `density_points` layer has the cases themselves"],
 )  # fmt: skip
@@ -124,7 +134,7 @@ DENSITY_POINTS = Layer(
        FROM {TILE}, incident i
        WHERE i.geom && b.box AND i.reported_at >= now() - make_interval(days => :days) AND {{scope}}
        ORDER BY i.reported_at DESC LIMIT :limit""",
-    scope_alias="i", limit=20_000, ttl=60.0, days=30,
+    scope_alias="i", limit=20_000, ttl=60.0, days=30, serial=True,
 )  # fmt: skip
 
 BUILDINGS = Layer(
@@ -186,11 +196,13 @@ TABLE_LAYERS = {"building": "buildings", "camera": "cameras", "service_point": "
                 "coverage_snapshot": "gaps"}
 
 
-def statement(layer: Layer, scope_term: str) -> str:
-    """The whole statement: the layer's rows encoded as one MVT layer (bytea)."""
+def statement(layer: Layer, scope_term: str, z: int = MAX_ZOOM) -> str:
+    """The whole statement at zoom z: the layer's rows encoded as one MVT layer (bytea)."""
     fid = ", 'fid'" if layer.id_field else ""
-    return (f"SELECT ST_AsMVT(t, '{layer.name}', {EXTENT}, 'geom'{fid}) FROM ("
-            f"{layer.sql.replace('{scope}', scope_term)}) t WHERE t.geom IS NOT NULL")  # fmt: skip
+    sql = layer.sql.replace("{scope}", scope_term)
+    if layer.labels is not None:
+        sql = sql.replace("{labels}", layer.labels[0] if z >= layer.labels[1] else "")
+    return f"SELECT ST_AsMVT(t, '{layer.name}', {EXTENT}, 'geom'{fid}) FROM ({sql}) t WHERE t.geom IS NOT NULL"
 
 
 def pixel_m(z: int) -> float:

@@ -66,9 +66,9 @@ def render(engine: Engine, layer: Layer, z: int, x: int, y: int, days: int | Non
     term, params = scope_filter(layer.scope_alias, scope, layer.scope_column) if layer.scope_alias else ("true", {})
     params |= {"z": z, "x": x, "y": y, "px": pixel_m(z), "cell": cell_m(z), "limit": layer.limit, "days": days or 0}
     with engine.connect() as conn:
-        # a tile is a few milliseconds of work: starting parallel workers for it costs more (10 ms)
-        conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
-        data = conn.execute(text(statement(layer, term)), params).scalar()
+        if layer.serial:
+            conn.exec_driver_sql("SET LOCAL max_parallel_workers_per_gather = 0")
+        data = conn.execute(text(statement(layer, term, z)), params).scalar()
     return bytes(data or b"")
 
 

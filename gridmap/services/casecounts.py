@@ -2,7 +2,9 @@
 
 The grids tiles carry these counts for every grid they draw; counting them as a tile renders
 costs a query per grid (95 ms for a cold city-district tile). `CaseCountKeeper` keeps them in
-`grid_case_count` instead, in each API process:
+`grid_case_count` instead, in each API process, with a row for every grid in force carrying what
+else its tile shows (version, name, kind, area, the boundary in Web Mercator: migration 0020),
+so a grids tile reads that one table:
 
 * a case notice (``gridmap_incidents``) names its grid: that grid is recounted, in a batch with
   the others heard within `debounce` seconds;
@@ -52,24 +54,34 @@ def _recent(alias: str = "i") -> str:
 
 
 def _recount_sql(some: bool) -> str:
-    only_i = "i.grid_code = ANY(:codes)" if some else "i.grid_code IS NOT NULL"
-    only_c = "c.grid_code = ANY(:codes)" if some else "true"
+    only = "c.grid_code = ANY(:codes)" if some else "true"
     return f"""
     WITH fresh AS (
       SELECT i.grid_code, count(*) FILTER (WHERE {open_sql()})::int AS open,
              count(*) FILTER (WHERE {overdue_sql()})::int AS overdue, count(*) FILTER (WHERE {_recent()})::int AS cases
-      FROM incident i WHERE {only_i} AND ({open_sql()} OR {_recent()})
+      FROM incident i WHERE {"i.grid_code = ANY(:codes)" if some else "i.grid_code IS NOT NULL"} AND ({open_sql()} OR {_recent()})
       GROUP BY i.grid_code
-    ), written AS (
-      INSERT INTO grid_case_count AS c (grid_code, open, overdue, cases) SELECT * FROM fresh
-      ON CONFLICT (grid_code) DO UPDATE SET open = excluded.open, overdue = excluded.overdue, cases = excluded.cases
-      WHERE (c.open, c.overdue, c.cases) IS DISTINCT FROM (excluded.open, excluded.overdue, excluded.cases)
-      RETURNING c.grid_code
-    ), gone AS (
-      DELETE FROM grid_case_count c WHERE {only_c} AND NOT EXISTS (SELECT FROM fresh f WHERE f.grid_code = c.grid_code)
-      RETURNING c.grid_code
     )
-    SELECT grid_code FROM written UNION ALL SELECT grid_code FROM gone"""
+    UPDATE grid_case_count c SET open = coalesce(f.open, 0), overdue = coalesce(f.overdue, 0), cases = coalesce(f.cases, 0)
+    FROM grid_case_count c0 LEFT JOIN fresh f ON f.grid_code = c0.grid_code
+    WHERE c.grid_code = c0.grid_code AND {only.replace("c.", "c0.")}
+      AND (c.open, c.overdue, c.cases) IS DISTINCT FROM (coalesce(f.open, 0), coalesce(f.overdue, 0), coalesce(f.cases, 0))
+    RETURNING c.grid_code"""
+
+
+# a row per grid in force with what its tile shows (0020): rows of grids no longer in force go,
+# redrawn or renamed grids are written again, new grids get a row (counted just after)
+SYNC_SQL = text("""
+    WITH g AS (SELECT id, code, name, kind, area_m2 / 1e6 AS area_km2, geom FROM grid WHERE valid_to IS NULL),
+    gone AS (DELETE FROM grid_case_count c WHERE NOT EXISTS (SELECT FROM g WHERE g.code = c.grid_code) RETURNING c.grid_code),
+    redrawn AS (UPDATE grid_case_count c SET grid_id = g.id, name = g.name, kind = g.kind, area_km2 = g.area_km2,
+                  geom_m = ST_Transform(g.geom, 3857)
+                FROM g WHERE g.code = c.grid_code AND (c.grid_id, c.name, c.kind) IS DISTINCT FROM (g.id, g.name, g.kind)
+                RETURNING c.grid_code),
+    added AS (INSERT INTO grid_case_count (grid_code, grid_id, name, kind, area_km2, geom_m, open, overdue, cases)
+              SELECT g.code, g.id, g.name, g.kind, g.area_km2, ST_Transform(g.geom, 3857), 0, 0, 0 FROM g
+              WHERE NOT EXISTS (SELECT FROM grid_case_count c WHERE c.grid_code = g.code) RETURNING grid_code)
+    SELECT grid_code FROM gone UNION ALL SELECT grid_code FROM redrawn UNION ALL SELECT grid_code FROM added""")
 
 
 RECOUNT_ALL = text(_recount_sql(some=False))
@@ -82,11 +94,13 @@ FRESH_SQL = (f"coalesce((SELECT r.refreshed_at > now() - make_interval(secs => {
 
 
 def recount(conn: Connection, codes: Iterable[str] | None = None) -> list[str]:
-    """Recount the given grids (all grids when None) in the caller's transaction; notify the
-    change at its commit. Returns the codes whose counts changed."""
+    """Recount the given grids (all grids when None, after bringing the rows in line with the
+    grids in force) in the caller's transaction; notify the change at its commit. Returns the
+    codes whose counts or rows changed."""
     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
     if codes is None:
-        changed = list(conn.execute(RECOUNT_ALL).scalars())
+        changed = list(conn.execute(SYNC_SQL).scalars())
+        changed += [c for c in conn.execute(RECOUNT_ALL).scalars() if c not in set(changed)]
         conn.execute(MARK_FULL)
     else:
         wanted = sorted(set(codes))
