@@ -96,6 +96,7 @@ def validate_command(
     households_max: Annotated[int | None, typer.Option(help="households per general grid, at most (default 500)")] = None,
     residents_max: Annotated[int | None, typer.Option(help="residents per grid, at most (default 2,500)")] = None,
     tolerance: Annotated[float | None, typer.Option(help="metres of overlap, gap or overhang ignored (default 1)")] = None,
+    kind_ranges: Annotated[str | None, typer.Option(help="household ranges of other kinds: school:100-800,industrial_park:0-300")] = None,
     out: Annotated[Path | None, typer.Option(help="write the findings as GeoJSON here")] = None,
 ) -> None:
     """Check the plan: exit 1 when it has errors. 校验方案。"""
@@ -103,7 +104,7 @@ def validate_command(
     from gridmap.services import plans
 
     rules = plans.rules_from(households_min=households_min, households_max=households_max, residents_max=residents_max,
-                             tolerance_m=tolerance)  # fmt: skip
+                             tolerance_m=tolerance, kind_ranges=kind_ranges)  # fmt: skip
     with console.status("validating …"), session_scope() as session:
         result = plans.validation(session, _operator(), plan_id, rules)
     table = Table("severity", "type", "message")

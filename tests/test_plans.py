@@ -372,3 +372,18 @@ def test_a_plan_scheduled_for_a_date_is_applied_when_due_or_fails_with_the_reaso
     assert [d["status"] for d in done] == ["failed"] and "changed since" in done[0]["reason"]
     got = c.get(f"/v1/plans/{third['id']}", headers=h).json()["plan"]
     assert got["status"] == "failed"
+
+
+def test_household_ranges_are_set_by_grid_kind(world: World) -> None:
+    c, h = world.client, world.planner
+    plan_id = _edited_plan(world, COMMUNITY_A, lambda g: {"op": "set", "grid": g[GRID_A2], "kind": "school"})
+    url = f"/v1/plans/{plan_id}/validation"
+    assert c.get(url, headers=h).json()["counts"] == {}  # a school grid has no household range by default
+    found = c.get(url, params={"kind_ranges": "school:400-600"}, headers=h).json()
+    assert found["counts"] == {"households_out_of_range": 1} and "a school grid should have 400–600" in found["findings"][0]["message"]
+    assert c.get(url, params={"kind_ranges": "school:400-600,general:-"}, headers=h).json()["rules"]["households"] == {"school": [400, 600]}
+    r = c.get(url, params={"kind_ranges": "moon:1-2"}, headers=h)
+    assert r.status_code == 422 and r.json()["detail"].startswith("Invalid value for kind_ranges: 'moon' is not a grid kind")
+    r = c.get(url, params={"kind_ranges": "school:9-1"}, headers=h)
+    assert r.status_code == 422 and "write kind:min-max" in r.json()["detail"]
+    c.delete(f"/v1/plans/{plan_id}", headers=h)

@@ -66,10 +66,6 @@ class SuggestIn(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
-def _rules(households_min: int | None, households_max: int | None, residents_max: int | None, tolerance_m: float | None,
-           sliver_m: float | None) -> svc.Rules:  # fmt: skip
-    return svc.rules_from(households_min=households_min, households_max=households_max, residents_max=residents_max,
-                          tolerance_m=tolerance_m, sliver_m=sliver_m)  # fmt: skip
 
 
 @router.get("/v1/plans", summary="Plans you may read, newest first")
@@ -127,8 +123,12 @@ def discard_plan(session: SessionDep, principal: Writer, plan_id: PlanId) -> dic
 def validate_plan(session: SessionDep, principal: Reader, plan_id: PlanId,
                   households_min: Annotated[int | None, Query()] = None, households_max: Annotated[int | None, Query()] = None,
                   residents_max: Annotated[int | None, Query()] = None, tolerance_m: Annotated[float | None, Query()] = None,
-                  sliver_m: Annotated[float | None, Query()] = None) -> dict[str, Any]:  # fmt: skip
-    rules = _rules(households_min, households_max, residents_max, tolerance_m, sliver_m)
+                  sliver_m: Annotated[float | None, Query()] = None,
+                  kind_ranges: Annotated[str | None, Query(max_length=400, description="household ranges of other grid kinds: "
+                                                           "school:100-800,industrial_park:0-300 (kind:- lifts one)")] = None,
+                  ) -> dict[str, Any]:  # fmt: skip
+    rules = svc.rules_from(households_min=households_min, households_max=households_max, residents_max=residents_max,
+                           tolerance_m=tolerance_m, sliver_m=sliver_m, kind_ranges=kind_ranges)  # fmt: skip
     return svc.validation(session, principal, plan_id, rules)
 
 

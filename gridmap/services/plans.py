@@ -487,20 +487,36 @@ def discard(session: Session, principal: Principal, plan_id: int) -> dict[str, A
 # ---------------------------------------------------------------------------------------------
 def rules_from(households_min: int | None = None, households_max: int | None = None, residents_max: int | None = None,
                tolerance_m: float | None = None, sliver_m: float | None = None, min_polsby_popper: float | None = None,
-               min_reock: float | None = None) -> Rules:  # fmt: skip
-    """Rules with the caller's overrides, checked."""
+               min_reock: float | None = None, kind_ranges: str | None = None) -> Rules:  # fmt: skip
+    """Rules with the caller's overrides, checked. `kind_ranges` sets household ranges of other
+    grid kinds ("school:100-800,industrial_park:0-300"; "kind:-" lifts a kind's range)."""
+    from gridmap import vocab
+
     base = Rules()
     lo, hi = base.households["general"]
     lo, hi = (households_min if households_min is not None else lo), (households_max if households_max is not None else hi)
     if not (0 <= lo <= hi <= 100_000):
         raise InvalidInput("Invalid values for households_min and households_max: 0 ≤ min ≤ max ≤ 100,000")
+    ranges: dict[str, tuple[int, int]] = {**base.households, "general": (lo, hi)}
+    for item in (kind_ranges or "").split(","):
+        if not item.strip():
+            continue
+        kind, _, span = item.strip().partition(":")
+        a, _, b = span.partition("-")
+        if kind not in vocab.GRID_KINDS:
+            raise InvalidInput(f"Invalid value for kind_ranges: {kind[:30]!r} is not a grid kind ({', '.join(vocab.GRID_KINDS)})")
+        if span.strip() == "-":
+            ranges.pop(kind, None)
+            continue
+        if not (a.isdigit() and b.isdigit() and int(a) <= int(b) <= 100_000):
+            raise InvalidInput(f"Invalid value for kind_ranges: {item.strip()[:40]!r}; write kind:min-max, e.g. school:100-800")
+        ranges[kind] = (int(a), int(b))
     checks = {"residents_max": (residents_max, 1, 1_000_000), "tolerance_m": (tolerance_m, 0.01, 100),
               "sliver_m": (sliver_m, 0.1, 500), "min_polsby_popper": (min_polsby_popper, 0, 1), "min_reock": (min_reock, 0, 1)}  # fmt: skip
-    for name, (value, a, b) in checks.items():
-        if value is not None and not (a <= value <= b):
-            raise InvalidInput(f"Invalid value for {name}: from {a:g} to {b:g}")
-    return Rules(households={**base.households, "general": (lo, hi)},
-                 **{k: v for k, (v, _, _) in checks.items() if v is not None})  # type: ignore[arg-type]  # fmt: skip
+    for name, (value, a_, b_) in checks.items():
+        if value is not None and not (a_ <= value <= b_):
+            raise InvalidInput(f"Invalid value for {name}: from {a_:g} to {b_:g}")
+    return Rules(households=ranges, **{k: v for k, (v, _, _) in checks.items() if v is not None})  # type: ignore[arg-type]
 
 
 def _code_checks(session: Session, ctx: Context) -> tuple[list[bool], dict[int, str]]:
