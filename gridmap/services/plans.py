@@ -187,8 +187,10 @@ def _plan_grids(session: Session, plan_id: int) -> gpd.GeoDataFrame:
                             session.connection(), geom_col="geom", params={"id": plan_id}, crs=4326)  # fmt: skip
 
 
-BUILDINGS_SQL = text("""
-    WITH s AS (SELECT ST_Union(geom) AS g FROM admin_area WHERE level = 'community' AND code LIKE :p)
+# the scope's area: the union of its communities (a street or district is its communities)
+SCOPE_CTE = "WITH s AS (SELECT ST_Union(geom) AS g FROM admin_area WHERE level = 'community' AND code LIKE :p)"
+BUILDINGS_SQL = text(f"""
+    {SCOPE_CTE}
     SELECT b.id, b.households, b.grid_code, ST_X(p.pt) AS lon, ST_Y(p.pt) AS lat
     FROM s, building b CROSS JOIN LATERAL (SELECT ST_PointOnSurface(b.geom) AS pt) p
     WHERE b.geom && s.g AND ST_Intersects(s.g, p.pt)""")
@@ -595,7 +597,7 @@ def validation(session: Session, principal: Principal, plan_id: int, rules: Rule
 # ---------------------------------------------------------------------------------------------
 def _open_cases(session: Session, ctx: Context) -> pd.DataFrame:
     rows = session.execute(text(f"""
-        WITH s AS (SELECT ST_Union(geom) AS g FROM admin_area WHERE level = 'community' AND code LIKE :p)
+        {SCOPE_CTE}
         SELECT i.id, i.code, i.status, i.grid_code, i.version, ST_X(i.geom), ST_Y(i.geom) FROM incident i, s
         WHERE {open_sql()} AND (i.grid_code LIKE :p OR (i.geom && s.g AND ST_Intersects(s.g, i.geom)))
         ORDER BY i.id"""), {"p": ctx.plan["scope_code"] + "%"}).all()  # fmt: skip
@@ -605,17 +607,21 @@ def _open_cases(session: Session, ctx: Context) -> pd.DataFrame:
     return frame
 
 
-def _case_load(session: Session, ctx: Context, polygons: np.ndarray) -> np.ndarray:
-    rows = session.execute(text("""
-        WITH s AS (SELECT ST_Union(geom) AS g FROM admin_area WHERE level = 'community' AND code LIKE :p)
+def _recent_cases(session: Session, scope_code: str, epsg: int) -> np.ndarray:
+    """The places (metric points) of the cases reported in the scope in the last LOAD_DAYS."""
+    rows = session.execute(text(f"""{SCOPE_CTE}
         SELECT ST_X(i.geom), ST_Y(i.geom) FROM incident i, s
         WHERE i.reported_at >= now() - make_interval(days => :d) AND i.geom && s.g AND ST_Intersects(s.g, i.geom)"""),
-                           {"p": ctx.plan["scope_code"] + "%", "d": LOAD_DAYS}).all()  # fmt: skip
+                           {"p": scope_code + "%", "d": LOAD_DAYS}).all()  # fmt: skip
     if not rows:
-        return np.zeros(len(polygons))
+        return np.array([], dtype=object)
     lonlat = np.asarray(rows, dtype=float)
-    x, y = transformer(4326, ctx.epsg).transform(lonlat[:, 0], lonlat[:, 1])
-    where = _assign(shapely.points(np.asarray(x), np.asarray(y)), polygons)
+    x, y = transformer(4326, epsg).transform(lonlat[:, 0], lonlat[:, 1])
+    return shapely.points(np.asarray(x), np.asarray(y))
+
+
+def _case_load(session: Session, ctx: Context, polygons: np.ndarray) -> np.ndarray:
+    where = _assign(_recent_cases(session, ctx.plan["scope_code"], ctx.epsg), polygons)
     return np.bincount(where[where >= 0], minlength=len(polygons)).astype(float)
 
 
@@ -1156,22 +1162,15 @@ def _keep_codes(out: gpd.GeoDataFrame, current: gpd.GeoDataFrame, epsg: int) -> 
 
 def _building_load(session: Session, scope_code: str, frame: gpd.GeoDataFrame, epsg: int) -> np.ndarray:
     """90-day cases per building: each case counts for the nearest building of the scope."""
-    rows = session.execute(text("""
-        WITH s AS (SELECT ST_Union(geom) AS g FROM admin_area WHERE level = 'community' AND code LIKE :p)
-        SELECT ST_X(i.geom), ST_Y(i.geom) FROM incident i, s
-        WHERE i.reported_at >= now() - make_interval(days => :d) AND i.geom && s.g AND ST_Intersects(s.g, i.geom)"""),
-                           {"p": scope_code + "%", "d": LOAD_DAYS}).all()  # fmt: skip
-    load = np.zeros(len(frame))
-    if rows and len(frame):
-        lonlat = np.asarray(rows, dtype=float)
-        x, y = transformer(4326, epsg).transform(lonlat[:, 0], lonlat[:, 1])
-        nearest = shapely.STRtree(frame.geometry.to_numpy()).query_nearest(shapely.points(np.asarray(x), np.asarray(y)))[1]
-        load = np.bincount(nearest, minlength=len(frame)).astype(float)
-    return load
+    cases = _recent_cases(session, scope_code, epsg)
+    if not len(cases) or not len(frame):
+        return np.zeros(len(frame))
+    nearest = shapely.STRtree(frame.geometry.to_numpy()).query_nearest(cases)[1]
+    return np.bincount(nearest, minlength=len(frame)).astype(float)
 
 
 def _roads(session: Session, scope_code: str, epsg: int) -> gpd.GeoSeries | None:
-    rows = gpd.read_postgis(text("""WITH s AS (SELECT ST_Union(geom) AS g FROM admin_area WHERE level = 'community' AND code LIKE :p)
+    rows = gpd.read_postgis(text(f"""{SCOPE_CTE}
                                     SELECT r.geom FROM road r, s WHERE r.geom && s.g AND ST_Intersects(r.geom, s.g)"""),
                             session.connection(), geom_col="geom", params={"p": scope_code + "%"}, crs=4326)  # fmt: skip
     if rows.empty:
