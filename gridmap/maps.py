@@ -243,9 +243,10 @@ def plan_map(session: Session, principal: Any, plan_id: int) -> str:
     from gridmap.services import plans
 
     plan = plans.get(session, principal, plan_id)  # checks the caller may read it
-    ctx = plans.load(session, plan_id, residents=False)
+    ctx = plans.load(session, plan_id)
     _, _, moved = plans.moved_buildings(ctx, plans.new_codes(ctx))
-    found = plans.validation(session, principal, plan_id)["findings"] if plan["plan"]["status"] in ("draft", "validated") else []
+    pending = plan["plan"]["status"] in ("draft", "validated", "scheduled")  # an applied plan's findings are history
+    found = [plans.finding_json(f, ctx.epsg) for f in plans.findings(session, ctx, plans.Rules())] if pending else []
     lonlat = plans.project([ctx.scope.envelope], ctx.epsg, 4326)[0]
     west, south, east, north = lonlat.bounds
     m = _offline(folium.Map(location=[(south + north) / 2, (west + east) / 2], tiles=None, prefer_canvas=True, control_scale=True))

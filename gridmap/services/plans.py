@@ -154,7 +154,7 @@ class Context:
 
 
 PLAN_SQL = text("""SELECT id, name, scope_level, scope_code, status, description, created_by, created_at, validated_at,
-                          applied_at, effective_at, rollback_of, base_grid_ids, findings IS NOT NULL AS validated_once,
+                          applied_at, effective_at, rollback_of, base_grid_ids,
                           updated_at
                    FROM plan WHERE id = :id""")  # fmt: skip
 
@@ -563,7 +563,7 @@ def findings(session: Session, ctx: Context, rules: Rules) -> list[Finding]:
                     collisions=collisions, rules=rules)  # fmt: skip
 
 
-def _finding_json(f: Finding, epsg: int) -> dict[str, Any]:
+def finding_json(f: Finding, epsg: int) -> dict[str, Any]:
     return {"type": f.type, "severity": f.severity, "message": f.message, "message_zh": f.message_zh, "grids": f.grids,
             "value": f.value, "geometry": _to_geojson(f.geometry, epsg)}  # fmt: skip
 
@@ -575,7 +575,7 @@ def validation(session: Session, principal: Principal, plan_id: int, rules: Rule
     started = time.perf_counter()
     rules = rules or Rules()
     ctx = load(session, plan_id)
-    found = [_finding_json(f, ctx.epsg) for f in findings(session, ctx, rules)]
+    found = [finding_json(f, ctx.epsg) for f in findings(session, ctx, rules)]
     errors = sum(f["severity"] == ERROR for f in found)
     counts: dict[str, int] = {}
     for f in found:
@@ -643,12 +643,12 @@ def _staff_moves(ctx: Context, codes: list[str]) -> list[dict[str, Any]]:
     old_geom = dict(zip(ctx.current["code"], ctx.current.geometry, strict=True))
     polys = ctx.grids.geometry.to_numpy()
     tree = shapely.STRtree(polys) if len(polys) else None
-    workers = {c: [s for s, r, code in zip(ctx.staff["staff_id"], ctx.staff["role"], ctx.staff["code"], strict=True)
-                   if code == c and r == "grid_worker"] for c in set(ctx.staff["code"])}  # fmt: skip
+    kept = set(codes)
+    workers = ctx.staff[ctx.staff["role"] == "grid_worker"].groupby("code")["staff_id"].count()
+    taken: dict[str, int] = {c: int(n) for c, n in workers.items() if c in kept}
     out = []
-    taken: dict[str, int] = {c: len(v) for c, v in workers.items() if c in codes}
     for staff_id, name, role, code in ctx.staff.itertuples(index=False):
-        if code in codes:
+        if code in kept:
             continue  # the grid keeps its code: the assignment stands
         target = None
         if tree is not None and code in old_geom:
@@ -1033,7 +1033,7 @@ def rollback(session: Session, principal: Principal, plan_id: int, *, effective_
 def summary(session: Session, plan_id: int) -> dict[str, Any]:
     plan = _plan_row(session, plan_id)
     grids = session.execute(text("SELECT count(*) FROM plan_grid WHERE plan_id = :p"), {"p": plan_id}).scalar_one()
-    out = {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in plan.items() if k not in ("base_grid_ids", "validated_once")}
+    out = {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in plan.items() if k != "base_grid_ids"}
     return out | {"grids": int(grids), "base_grids": len(plan["base_grid_ids"])}
 
 
