@@ -15,6 +15,8 @@ import geopandas as gpd
 import pytest
 import shapely
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
@@ -387,3 +389,36 @@ def test_household_ranges_are_set_by_grid_kind(world: World) -> None:
     r = c.get(url, params={"kind_ranges": "school:9-1"}, headers=h)
     assert r.status_code == 422 and "write kind:min-max" in r.json()["detail"]
     c.delete(f"/v1/plans/{plan_id}", headers=h)
+
+
+_coords = st.tuples(st.floats(116.99, 117.03, allow_nan=False), st.floats(30.99, 31.03, allow_nan=False))
+_rings = st.lists(_coords, min_size=0, max_size=6).map(lambda pts: [list(p) for p in pts] + ([list(pts[0])] if pts else []))
+_geometry = st.one_of(
+    st.builds(lambda r: {"type": "Polygon", "coordinates": [r]}, _rings),
+    st.builds(lambda pts: {"type": "LineString", "coordinates": [list(p) for p in pts]}, st.lists(_coords, max_size=4)),
+    st.sampled_from([None, {}, {"type": "Polygon"}, {"type": "Polygon", "coordinates": [[["a", 1]]]}, {"type": "Point", "coordinates": [1e308, 0]},
+                     {"type": "Polygon", "coordinates": [[[0, 0], [1e9, 0], [1e9, 1e9], [0, 0]]]}]),
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(op=st.sampled_from(["split", "merge", "replace", "move", "add", "remove", "set"]), geometry=_geometry,
+       ids=st.lists(st.integers(-2, 3), max_size=3), text_=st.one_of(st.none(), st.text(max_size=30), st.integers()))
+def test_no_edit_makes_a_500_or_a_half_written_plan(world: World, op: str, geometry: Any, ids: list[int], text_: Any) -> None:
+    c, h = world.client, world.planner
+    plan_id = world.fuzz_plan if getattr(world, "fuzz_plan", None) else None
+    if plan_id is None:
+        plan_id = c.post("/v1/plans", json={"name": "fuzz", "scope": COMMUNITY_B}, headers=h).json()["id"]
+        world.fuzz_plan = plan_id  # type: ignore[attr-defined]
+    grids = [f["id"] for f in c.get(f"/v1/plans/{plan_id}", headers=h).json()["features"]]
+    pick = [grids[i] if 0 <= i < len(grids) else i for i in ids]
+    body = {"op": op, "grid": pick[0] if pick else None, "grids": pick, "from": pick[0] if pick else None,
+            "to": pick[-1] if pick else None, "line": geometry, "geometry": geometry, "region": geometry, "name": text_, "code": text_}
+    before = c.get(f"/v1/plans/{plan_id}", headers=h).json()
+    r = c.post(f"/v1/plans/{plan_id}/edits", json=body, headers=h)
+    assert r.status_code in (200, 422), (body, r.status_code, r.text)
+    assert r.headers["content-type"] in ("application/json", "application/problem+json")
+    if r.status_code == 422:  # refused: nothing of it was written
+        assert c.get(f"/v1/plans/{plan_id}", headers=h).json()["features"] == before["features"]
+    v = c.get(f"/v1/plans/{plan_id}/validation", headers=h)  # whatever the plan became, it can be checked
+    assert v.status_code == 200, v.text

@@ -16,6 +16,7 @@ the source of truth for what is in force, and an advisory lock per district seri
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
@@ -27,6 +28,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+import shapely.errors
 import shapely.ops
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import text
@@ -98,7 +100,9 @@ def _to_geojson(geom: BaseGeometry | None, epsg: int) -> dict[str, Any] | None:
     if geom is None or geom.is_empty:
         return None
     g = project([geom], epsg, 4326)[0]
-    return json.loads(shapely.to_geojson(shapely.set_precision(g, 1e-7)))
+    with contextlib.suppress(shapely.errors.GEOSException):  # an invalid shape (a finding itself) is drawn as it is
+        g = shapely.set_precision(g, 1e-7)
+    return json.loads(shapely.to_geojson(g))
 
 
 def _read_geojson_polygon(value: Any, what: str) -> BaseGeometry:
@@ -108,8 +112,21 @@ def _read_geojson_polygon(value: Any, what: str) -> BaseGeometry:
         raise InvalidInput(f"Invalid value for {what}: a GeoJSON Polygon or MultiPolygon in EPSG:4326") from None
     if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
         raise InvalidInput(f"Invalid value for {what}: a GeoJSON Polygon or MultiPolygon, got {geom.geom_type}")
+    _check_rings(geom, f"Invalid value for {what}")
     _check_lonlat(geom, what)
     return geom
+
+
+def _check_rings(geom: BaseGeometry, what: str) -> None:
+    """A polygon the database can store: closed rings of at least four positions, some area.
+    (Self-intersections and the like are kept: validation reports them, with the place.)"""
+    for part in shapely.get_parts(geom):
+        for ring in (part.exterior, *part.interiors):
+            coords = ring.coords
+            if len(coords) < 4 or coords[0] != coords[-1]:
+                raise InvalidInput(f"{what}: every ring needs at least 4 positions, the last the same as the first")
+    if not geom.area > 0:
+        raise InvalidInput(f"{what}: the polygon has no area")
 
 
 def _check_lonlat(geom: BaseGeometry, what: str) -> None:
@@ -295,24 +312,30 @@ def _insert_frame(session: Session, plan_id: int, frame: gpd.GeoDataFrame, commu
     if bad:
         raise InvalidInput(f"Feature {bad[0]} is not a polygon: every feature of a plan is a grid polygon "
                            f"({len(bad)} feature{'s' if len(bad) > 1 else ''} not)")  # fmt: skip
-    for g in geoms:
+    for i, g in enumerate(geoms):
+        _check_rings(g, f"Feature {i + 1}")
         _check_lonlat(g, "the plan's polygons")
     codes, names, kinds_ = _column(frame, "code", "grid_code", "编码"), _column(frame, "name", "名称"), _column(frame, "kind", "类型")
     given = _column(frame, "community_code", "community", "社区编码")
     points = shapely.point_on_surface(np.array([shapely.make_valid(g) for g in geoms], dtype=object))
     located = _assign(points, communities.geometry.to_numpy())
     by_code = dict(zip(current["code"], current["id"], strict=True))
-    from gridmap import vocab
+
+    def cell(column: pd.Series, i: int) -> str | None:
+        value = column.iloc[i]
+        return (str(value).strip() or None) if value is not None else None
 
     for i, geom in enumerate(geoms):
-        code = str(codes.iloc[i]).strip() if codes.iloc[i] is not None else None
-        kind = str(kinds_.iloc[i]).strip() if kinds_.iloc[i] is not None else "general"
-        if kind not in vocab.GRID_KINDS:
-            raise InvalidInput(f"Feature {i + 1}: kind {kind[:30]!r} is not one of {', '.join(vocab.GRID_KINDS)}")
-        community = (str(given.iloc[i]).strip() if given.iloc[i] is not None else None) or (
-            communities["code"].iloc[located[i]] if located[i] >= 0 else (code[:12] if code else None))
-        session.execute(INSERT_GRID_SQL, {"plan": plan_id, "code": code or None, "kind": kind, "community": community,
-                                          "name": (str(names.iloc[i]).strip()[:200] if names.iloc[i] is not None else None),
+        values = {"code": cell(codes, i), "kind": cell(kinds_, i) or "general", "community": cell(given, i),
+                  "name": (cell(names, i) or "")[:200] or None}  # fmt: skip
+        try:
+            values = _grid_fields(values, ("code", "kind", "community", "name"))
+        except InvalidInput as exc:
+            raise InvalidInput(f"Feature {i + 1}: {exc.detail}") from None
+        code = values["code"]
+        if values["community"] is None:
+            values["community"] = communities["code"].iloc[located[i]] if located[i] >= 0 else (code[:12] if code else None)
+        session.execute(INSERT_GRID_SQL, {"plan": plan_id, **values,
                                           "source": by_code.get(code), "wkt": shapely.to_wkt(geom)})  # fmt: skip
 
 
@@ -431,20 +454,33 @@ def _move(session: Session, plan_id: int, rows: dict[int, dict[str, Any]], op: M
     return [source["id"], target["id"]]
 
 
-def _add(session: Session, plan_id: int, rows: dict[int, dict[str, Any]], op: Mapping[str, Any], epsg: int) -> list[int]:
+FIELD_LIMITS = {"code": 15, "name": 200}  # a code that breaks the coding rule is a validation finding, not a refusal
+
+
+def _grid_fields(op: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The grid fields an edit sets, checked (422 with the reason otherwise)."""
     from gridmap import vocab
 
-    geom = _read_geojson_polygon(op.get("geometry"), "geometry")
-    kind = op.get("kind", "general")
-    if kind not in vocab.GRID_KINDS:
+    values = {k: op[k] for k in keys if k in op}
+    if "kind" in values and values["kind"] not in vocab.GRID_KINDS:
         raise InvalidInput(f"Invalid value for kind: one of {', '.join(vocab.GRID_KINDS)}")
-    community = op.get("community")
-    if community is None:
-        found = session.execute(text("SELECT code FROM admin_area WHERE level = 'community' AND ST_Intersects(geom, ST_PointOnSurface("
-                                     "ST_GeomFromText(:wkt, 4326))) LIMIT 1"), {"wkt": shapely.to_wkt(shapely.make_valid(geom))}).scalar()  # fmt: skip
-        community = found
-    new = session.execute(INSERT_GRID_SQL, {"plan": plan_id, "code": op.get("code"), "name": op.get("name"), "kind": kind,
-                                            "community": community, "source": None, "wkt": shapely.to_wkt(geom)}).scalar_one()  # fmt: skip
+    for key, limit in FIELD_LIMITS.items():
+        if values.get(key) is not None and (not isinstance(values[key], str) or not 0 < len(values[key]) <= limit):
+            raise InvalidInput(f"Invalid value for {key}: text of 1 to {limit} characters, or null")
+    community = values.get("community")
+    if community is not None and not (isinstance(community, str) and community.isascii() and community.isdigit() and len(community) == 12):
+        raise InvalidInput("Invalid value for community: a 12-digit community code, or null (the one the grid lies in)")
+    return values
+
+
+def _add(session: Session, plan_id: int, rows: dict[int, dict[str, Any]], op: Mapping[str, Any], epsg: int) -> list[int]:
+    geom = _read_geojson_polygon(op.get("geometry"), "geometry")
+    values = {"kind": "general", "code": None, "name": None, "community": None} | _grid_fields(op, ("kind", "code", "name", "community"))
+    if values["community"] is None:  # the community the new grid lies in
+        values["community"] = session.execute(text(
+            "SELECT code FROM admin_area WHERE level = 'community' AND ST_Intersects(geom, ST_PointOnSurface(ST_GeomFromText(:wkt, 4326))) "
+            "LIMIT 1"), {"wkt": shapely.to_wkt(shapely.make_valid(geom))}).scalar()  # fmt: skip
+    new = session.execute(INSERT_GRID_SQL, {"plan": plan_id, **values, "source": None, "wkt": shapely.to_wkt(geom)}).scalar_one()
     return [new]
 
 
@@ -455,17 +491,10 @@ def _remove(session: Session, plan_id: int, rows: dict[int, dict[str, Any]], op:
 
 
 def _set(session: Session, plan_id: int, rows: dict[int, dict[str, Any]], op: Mapping[str, Any], epsg: int) -> list[int]:
-    from gridmap import vocab
-
     grid = _row(rows, op.get("grid"), "grid")
-    values = {k: op[k] for k in ("code", "name", "kind") if k in op}
+    values = _grid_fields(op, ("code", "name", "kind"))
     if not values:
         raise InvalidInput("Nothing to set: give code, name or kind")
-    if "kind" in values and values["kind"] not in vocab.GRID_KINDS:
-        raise InvalidInput(f"Invalid value for kind: one of {', '.join(vocab.GRID_KINDS)}")
-    for key in ("code", "name"):
-        if key in values and values[key] is not None and (not isinstance(values[key], str) or len(values[key]) > 200):
-            raise InvalidInput(f"Invalid value for {key}: text of at most 200 characters, or null")
     session.execute(text(f"UPDATE plan_grid SET {', '.join(f'{k} = :{k}' for k in values)} WHERE id = :id"), {**values, "id": grid["id"]})
     return [grid["id"]]
 
@@ -641,7 +670,7 @@ def _staff_moves(ctx: Context, codes: list[str]) -> list[dict[str, Any]]:
     """Where each grid assignment of the scope goes: its code stays (kept), or the new grid that
     took most of the old grid's area (updated); flagged when that grid already has a worker."""
     old_geom = dict(zip(ctx.current["code"], ctx.current.geometry, strict=True))
-    polys = ctx.grids.geometry.to_numpy()
+    polys = np.array([shapely.make_valid(g) for g in ctx.grids.geometry], dtype=object)  # a draft may hold invalid ones
     tree = shapely.STRtree(polys) if len(polys) else None
     kept = set(codes)
     workers = ctx.staff[ctx.staff["role"] == "grid_worker"].groupby("code")["staff_id"].count()
