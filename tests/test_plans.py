@@ -422,3 +422,19 @@ def test_no_edit_makes_a_500_or_a_half_written_plan(world: World, op: str, geome
         assert c.get(f"/v1/plans/{plan_id}", headers=h).json()["features"] == before["features"]
     v = c.get(f"/v1/plans/{plan_id}/validation", headers=h)  # whatever the plan became, it can be checked
     assert v.status_code == 200, v.text
+
+
+@pytest.mark.parametrize(("name", "body", "detail"), [
+    ("grids.geojson", b"", "'grids.geojson' could not be read: not recognized as being in a supported file format"),
+    ("grids.gpkg", b"garbage", "'grids.gpkg' could not be read"),
+    ("grids.zip", b"PK\x03\x04junk", "'grids.zip' is not a zip archive"),
+    ("grids.txt", b"x", "Invalid file: 'grids.txt'; send a .geojson, .gpkg or zipped Shapefile (.zip)"),
+    ("grids.geojson", b'{"type": "FeatureCollection", "features": []}', "The file has no features: a plan needs at least one grid polygon"),
+    ("grids.geojson", b'{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"code": "3499020010010011"}, '
+                      b'"geometry": {"type": "Polygon", "coordinates": [[[117, 31], [117.01, 31], [117.01, 31.01], [117, 31]]]}}]}',
+     "Feature 1: Invalid value for code: text of 1 to 15 characters, or null"),
+])  # fmt: skip
+def test_a_bad_file_is_refused_by_its_own_name(world: World, name: str, body: bytes, detail: str) -> None:
+    r = world.client.post("/v1/plans/upload", files={"file": (name, body)}, data={"name": "bad", "scope": COMMUNITY_A}, headers=world.planner)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+    assert r.json()["detail"].startswith(detail) and "/tmp" not in r.json()["detail"], r.json()["detail"]

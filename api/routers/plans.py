@@ -100,7 +100,11 @@ def upload_plan(session: SessionDep, principal: Writer, file: Annotated[UploadFi
                 if size > MAX_UPLOAD:
                     raise InvalidInput(f"The file is larger than {MAX_UPLOAD >> 20} MB")
                 out.write(chunk)
-        frame = io.read_layer(path, layer=layer, crs=crs)
+        try:
+            frame = io.read_layer(path, layer=layer, crs=crs)
+        except InvalidInput as exc:  # name the file as the caller sent it, not our temporary copy
+            shown, detail = repr(file.filename), exc.detail
+            raise InvalidInput(detail.replace(str(path), shown) if str(path) in detail else detail.replace(path.name, shown)) from None
     return svc.create(session, principal, name=name, scope_code=scope, frame=frame)
 
 
