@@ -184,6 +184,7 @@ def main() -> None:
     results: dict = {"grids_in_force": grids, "seconds_per_run": args.seconds, "api_workers": args.workers}
     try:
         results["api_start_s"] = round(loadtools.wait_until_up(base + "/healthz", server), 1)
+        loadtools.wait_until_up(base + "/healthz", server, warmed=True)  # its background warm-up holds the GIL for seconds
         lua_points = ",".join(f"{{{x:.7f},{y:.7f}}}" for x, y in pts)
         (tmp / "locate.lua").write_text(
             f"local pts = {{{lua_points}}}\nlocal i = 0\n"

@@ -231,7 +231,7 @@ def measure_http(url: str, grid: str, iterations: int, rounds: int, budget: floa
                                                 env={**os.environ, "GRIDMAP_DATABASE_URL": url})  # fmt: skip
             clients[variant] = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
         for variant, client in clients.items():
-            loadtools.wait_until_up(f"{client.base_url}healthz", servers[variant])
+            loadtools.wait_until_up(f"{client.base_url}healthz", servers[variant], warmed=True)
         rows = []
         for level in LEVELS:
             for call, (path, params) in HTTP_CALLS.items():
